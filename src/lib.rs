@@ -1,0 +1,3 @@
+//! sockloop (skeleton: the loop lands next).
+pub mod protocol;
+pub mod stats;

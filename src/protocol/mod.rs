@@ -1,0 +1,146 @@
+//! The protocols: pure functions of bytes.
+//!
+//! Nothing in this module touches a socket or a `Poll`. The event loop reads bytes from the
+//! kernel and hands them to a [`Session`]; the session appends its answer to an output buffer
+//! and says what should happen next. That split (Redis keeps `ae.c` apart from
+//! `networking.c` the same way) is what lets every protocol be unit-tested and fuzzed
+//! without a network.
+//!
+//! The contract of [`Session::on_input`]:
+//! - `input` is every byte the peer sent that no earlier call consumed, in order.
+//! - The session appends its replies to `out` and returns how many bytes of `input` it
+//!   consumed. Bytes it did not consume (half a request, or the rest of a pipeline once
+//!   `out` has reached [`Context::out_budget`]) are kept by the loop and offered again,
+//!   with whatever arrives next appended.
+//! - [`Next`] says whether the connection stays open once `out` is written.
+
+pub mod echo;
+pub mod http;
+
+use std::net::SocketAddr;
+
+use crate::stats::Stats;
+
+/// What the loop does with a connection once the output produced so far is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Keep reading: the conversation goes on.
+    Continue,
+    /// Write everything pending, then shut down our write side and close.
+    CloseAfterFlush,
+}
+
+/// The result of offering bytes to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// How many bytes at the front of `input` were used up.
+    pub consumed: usize,
+    pub next: Next,
+}
+
+impl Outcome {
+    pub fn new(consumed: usize, next: Next) -> Outcome {
+        Outcome { consumed, next }
+    }
+}
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Write back exactly the bytes each client sends.
+    Echo,
+    /// Answer every HTTP/1.x request with one canned page.
+    Http,
+}
+
+impl Mode {
+    /// The port the seed notes used for this mode: their client.c dials 8888 and their
+    /// server.c listens on 8889.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Mode::Echo => 8888,
+            Mode::Http => 8889,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Http => "http",
+        }
+    }
+}
+
+/// What a session may read or update besides its own state. One per loop, lent to each call.
+pub struct Context<'a> {
+    /// The canned HTTP responses with the current Date (http mode).
+    pub page: &'a http::CannedPage,
+    /// Stop producing once `out` holds this many bytes: the rest of the input waits until
+    /// the peer has read what it was already sent (backpressure).
+    pub out_budget: usize,
+    /// The peer, for log lines.
+    pub peer: SocketAddr,
+    pub stats: &'a mut Stats,
+}
+
+/// One connection's protocol state. An enum rather than a trait object: the loop is
+/// monomorphic and the size of every slab entry is known.
+#[derive(Debug)]
+pub enum Session {
+    Echo,
+    Http(http::HttpSession),
+}
+
+impl Session {
+    pub fn new(mode: Mode) -> Session {
+        match mode {
+            Mode::Echo => Session::Echo,
+            Mode::Http => Session::Http(http::HttpSession::new()),
+        }
+    }
+
+    /// Offer the bytes the peer sent; see the module comment for the contract.
+    pub fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, ctx: &mut Context) -> Outcome {
+        match self {
+            Session::Echo => echo::on_input(input, out, ctx),
+            Session::Http(http) => http.on_input(input, out, ctx),
+        }
+    }
+
+    /// The peer shut down its write side (read returned 0). `unconsumed` bytes of an
+    /// unfinished message are still buffered.
+    pub fn on_peer_closed(&mut self, unconsumed: usize) -> Next {
+        match self {
+            // Echo everything back, then close: the half-close contract of an echo server.
+            Session::Echo => Next::CloseAfterFlush,
+            Session::Http(http) => http.on_peer_closed(unconsumed),
+        }
+    }
+
+    /// True while an HTTP request head is incomplete: the header timeout runs then.
+    pub fn in_request_head(&self) -> bool {
+        match self {
+            Session::Echo => false,
+            Session::Http(http) => http.in_request_head(),
+        }
+    }
+
+    /// The header timeout fired: say so (HTTP answers 408) and close.
+    pub fn on_header_timeout(&mut self, out: &mut Vec<u8>, ctx: &mut Context) -> Next {
+        match self {
+            Session::Echo => Next::CloseAfterFlush,
+            Session::Http(http) => http.on_header_timeout(out, ctx),
+        }
+    }
+
+    /// The server is shutting down. Returns `CloseAfterFlush` when the connection can go as
+    /// soon as its pending output is written; `Continue` when it is mid-request and should
+    /// close after answering it.
+    pub fn on_shutdown(&mut self, unconsumed: usize, out: &mut Vec<u8>) -> Next {
+        let _ = out;
+        match self {
+            Session::Echo => Next::CloseAfterFlush,
+            Session::Http(http) => http.on_shutdown(unconsumed),
+        }
+    }
+}
