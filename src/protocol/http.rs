@@ -4,6 +4,11 @@ use std::time::SystemTime;
 
 use super::{Context, Next, Outcome};
 
+/// The seed notes' page, with the CRLF line endings HTML on the wire conventionally has.
+pub const DEFAULT_BODY: &[u8] =
+    b"<html>\r\n<body>\r\n<h1>Hello, World!</h1>\r\n</body>\r\n</html>\r\n";
+pub const DEFAULT_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+
 /// The responses this server can send, built once at start-up. Only their Date bytes change,
 /// once a second.
 #[derive(Debug)]

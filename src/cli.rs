@@ -1,0 +1,141 @@
+//! The command line, and the [`Config`] the loops are built from.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::protocol::{http, Mode};
+
+/// A readiness-loop server written to be read: echo, HTTP and WebSocket modes on one mio loop.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Which protocol to speak.
+    #[arg(long, value_enum, default_value_t = Mode::Http)]
+    pub mode: Mode,
+
+    /// Address to listen on, IPv4 or IPv6 ("127.0.0.1:8888", "[::1]:8888"); port 0 picks a
+    /// free port. [default: 127.0.0.1 and the mode's port: echo 8888, http 8889, ws 3000]
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+
+    /// Length of the accept queue passed to listen(2); the kernel clamps it to
+    /// net.core.somaxconn.
+    #[arg(long, default_value_t = 1024)]
+    pub backlog: u32,
+
+    /// Set SO_REUSEPORT on the listening socket (always on with --threads above 1).
+    #[arg(long)]
+    pub reuse_port: bool,
+
+    /// Number of event loops, one per thread, each with its own SO_REUSEPORT listener.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+
+    /// Most connections held open at once; beyond it a new one is accepted and closed at
+    /// once (http mode answers 503 first).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: u32,
+
+    /// Seconds without traffic after which a connection is closed.
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+
+    /// Seconds a client has to finish sending a request head (http mode); then 408.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+
+    /// Seconds that in-flight connections get to finish after SIGINT or SIGTERM.
+    #[arg(long, default_value = "5", value_parser = parse_seconds)]
+    pub shutdown_timeout: Duration,
+
+    /// Serve this file's bytes as the page instead of the Hello World page (http mode);
+    /// read once, at start-up.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+
+    /// Content-Type of the page. [default: from the --body file's extension, else text/html]
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+}
+
+/// Everything a loop needs, resolved from [`Args`]: defaults filled in, files read.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub addr: SocketAddr,
+    pub backlog: u32,
+    pub reuse_port: bool,
+    pub threads: usize,
+    pub max_conns: usize,
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub body: Vec<u8>,
+    pub content_type: String,
+}
+
+impl Args {
+    /// Fill in defaults and read the body file. The error is one line for the user.
+    pub fn resolve(self) -> Result<Config, String> {
+        let addr = self.addr.unwrap_or(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            self.mode.default_port(),
+        ));
+        let (body, guessed_type) = match &self.body {
+            Some(path) => {
+                let bytes = fs::read(path)
+                    .map_err(|e| format!("cannot read --body {}: {e}", path.display()))?;
+                (bytes, content_type_for(path))
+            }
+            None => (http::DEFAULT_BODY.to_vec(), http::DEFAULT_CONTENT_TYPE),
+        };
+        let content_type = self
+            .content_type
+            .unwrap_or_else(|| guessed_type.to_string());
+        if content_type.bytes().any(|b| b.is_ascii_control()) {
+            return Err("--content-type must not contain control characters".to_string());
+        }
+        Ok(Config {
+            mode: self.mode,
+            addr,
+            backlog: self.backlog,
+            reuse_port: self.reuse_port || self.threads > 1,
+            threads: usize::from(self.threads),
+            max_conns: self.max_conns as usize,
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            body,
+            content_type,
+        })
+    }
+}
+
+/// Seconds as a decimal number ("60", "0.5"), so tests can ask for short timeouts.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a duration in seconds"))
+}
+
+/// The Content-Type for a file, from its extension: the handful a test page uses.
+fn content_type_for(path: &Path) -> &'static str {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext.to_ascii_lowercase().as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "txt" => "text/plain; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        _ => "application/octet-stream",
+    }
+}

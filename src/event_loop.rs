@@ -1,0 +1,767 @@
+//! The spine: one `mio::Poll`, one listening socket, a slab of connections.
+//!
+//! The shape is mio's `tcp_server` example: wait for readiness, then for each event either
+//! accept until the kernel says WouldBlock, or move that one connection forward as far as
+//! the kernel lets us. This is the only module that makes I/O syscalls; the protocols
+//! (`crate::protocol`) only see bytes.
+//!
+//! # Edge-triggered readiness
+//! mio registers every socket with `EPOLLET` (`epoll(7)`): the kernel reports a socket when
+//! its state *changes* (new data, buffer space freed, FIN, RST), not while it stays ready.
+//! Two rules follow, and most bugs in servers like this one break one of them:
+//! 1. After an event, keep going until the kernel says EAGAIN (WouldBlock). Data left in a
+//!    socket after we stop fires no further event; the connection would hang for ever.
+//! 2. If we choose to stop early (backpressure), we must remember to come back on our own;
+//!    no event will remind us.
+//!
+//! Each socket is registered once, for reading and writing, and never modified: what we
+//! want from it is derived from its state ([`Connection::wants_read`]) each time it is
+//! reported, which costs no `epoll_ctl(2)` per event.
+//!
+//! # Tokens
+//! A connection's token is its slab key in the low 32 bits and a generation count in the
+//! high ones. When a connection closes and a new one gets the same slab key within one
+//! batch of events, a stale event for the old one carries the old generation and is
+//! dropped instead of being delivered to the newcomer.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info, trace, warn};
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::buffers::BufferPool;
+use crate::cli::Config;
+use crate::connection::{Connection, Phase, MAX_PENDING_OUTPUT};
+use crate::protocol::{http::CannedPage, Context, Mode, Next, Session};
+use crate::stats::Stats;
+use crate::timers::{Kind, Timers};
+
+/// The listening socket's token: above any slab key with any generation (see module docs).
+const LISTENER: Token = Token(usize::MAX);
+/// The read end of the self-pipe that signal handlers write to.
+const SIGNAL: Token = Token(usize::MAX - 1);
+
+/// One read takes at most this much. 64 KiB matches the largest single skb a loopback
+/// socket hands over in one go; a larger buffer rarely fills, a smaller one costs syscalls.
+const READ_BUFFER_SIZE: usize = 64 * 1024;
+/// How long a closing connection waits for the peer's FIN (nginx's lingering_timeout is 5 s).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How soon to retry accept(2) after it failed for want of memory or descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What every loop of the process shares. Touched on accept and close only, never per
+/// request.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Connections open across all loops, for --max-conns.
+    pub open_connections: AtomicUsize,
+}
+
+/// Why a connection ended, for the debug log line and the error count.
+#[derive(Debug)]
+enum Exit {
+    /// The conversation ended normally.
+    Done,
+    IdleTimeout,
+    /// The server is stopping and the shutdown timeout ran out.
+    ShutdownTimeout,
+    /// A syscall failed: a reset (ECONNRESET, EPIPE) or worse.
+    Failed(io::Error),
+}
+
+/// What moving a connection forward came to.
+enum Step {
+    /// Nothing more to do until the kernel reports the socket again.
+    Wait,
+    Close(Exit),
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    /// `None` once we stop accepting (shutdown).
+    listener: Option<TcpListener>,
+    connections: Slab<Connection>,
+    generation: usize,
+    /// Every read lands here first: one buffer per loop, not per connection.
+    read_buffer: Box<[u8]>,
+    /// Every answer is built here, then written straight away.
+    output: Vec<u8>,
+    pool: BufferPool,
+    timers: Timers,
+    page: CannedPage,
+    /// The Unix second the page's Date header shows.
+    page_second: u64,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    /// A descriptor held in reserve for when accept(2) fails with EMFILE (see `accept`).
+    reserve_fd: Option<File>,
+    /// accept(2) is paused (out of memory or descriptors); retry at this time or when a
+    /// connection closes.
+    accept_retry: Option<Instant>,
+    signal_pipe: UnixStream,
+    last_signal: Arc<AtomicUsize>,
+    /// Set when shutdown began: the time by which every connection must be gone.
+    shutdown_deadline: Option<Instant>,
+    /// Rejected connections not yet logged: the log line is written at most once a second.
+    rejected_unlogged: u64,
+    rejected_logged_at: Option<Instant>,
+    stats: Stats,
+}
+
+impl EventLoop {
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<Config>,
+        shared: Arc<Shared>,
+    ) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let mut listener = listener;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+
+        // The self-pipe trick: a signal handler may do almost nothing (signal-safety(7)),
+        // but write(2) is allowed. It writes a byte to this socket pair, epoll wakes us,
+        // and the shutdown runs here, in ordinary code.
+        let (reader, writer) = StdUnixStream::pair()?;
+        reader.set_nonblocking(true)?;
+        writer.set_nonblocking(true)?;
+        let mut signal_pipe = UnixStream::from_std(reader);
+        poll.registry()
+            .register(&mut signal_pipe, SIGNAL, Interest::READABLE)?;
+        let last_signal = Arc::new(AtomicUsize::new(0));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_usize(signal, Arc::clone(&last_signal), signal as usize)?;
+            signal_hook::low_level::pipe::register(signal, writer.try_clone()?)?;
+        }
+
+        let mut page = CannedPage::new(&config.body, &config.content_type);
+        let page_second = unix_second();
+        page.set_date(SystemTime::now());
+        Ok(EventLoop {
+            poll,
+            listener: Some(listener),
+            connections: Slab::new(),
+            generation: 0,
+            read_buffer: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
+            output: Vec::with_capacity(READ_BUFFER_SIZE),
+            pool: BufferPool::new(),
+            timers: Timers::new(config.idle_timeout, config.header_timeout, LINGER_TIMEOUT),
+            page,
+            page_second,
+            reserve_fd: open_reserve_fd(),
+            accept_retry: None,
+            signal_pipe,
+            last_signal,
+            shutdown_deadline: None,
+            rejected_unlogged: 0,
+            rejected_logged_at: None,
+            config,
+            shared,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Run until shut down by a signal; returns this loop's totals.
+    pub fn run(mut self) -> io::Result<Stats> {
+        let mut events = Events::with_capacity(1024);
+        let mut now = Instant::now();
+        loop {
+            let timeout = self.poll_timeout(now);
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                // A signal arrived while we slept in epoll_wait; the self-pipe has the news.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            now = Instant::now();
+            self.refresh_date();
+            trace!("epoll_wait → {} events", events.iter().count());
+
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    SIGNAL => self.on_signal(now),
+                    token => self.on_connection_event(token, event, now),
+                }
+            }
+
+            self.expire_timers(now);
+            if self.accept_retry.is_some_and(|at| at <= now) {
+                self.accept(now);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if deadline <= now {
+                    let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+                    for key in keys {
+                        self.close(key, Exit::ShutdownTimeout, now);
+                    }
+                }
+                if self.connections.is_empty() {
+                    return Ok(self.stats);
+                }
+            }
+        }
+    }
+
+    /// The earliest of: a connection's deadline, the shutdown deadline, an accept retry.
+    fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
+        let until = |at: Instant| at.saturating_duration_since(now);
+        [
+            self.timers.next_timeout(&mut self.connections, now),
+            self.shutdown_deadline.map(until),
+            self.accept_retry.map(until),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Re-render the Date header when the second has changed: once a second at most, and
+    /// never per request.
+    fn refresh_date(&mut self) {
+        let second = unix_second();
+        if second != self.page_second {
+            self.page_second = second;
+            self.page.set_date(SystemTime::now());
+        }
+    }
+
+    // ----- accepting -----
+
+    /// Accept until the kernel's queue is empty. Edge-triggered: a connection left in the
+    /// backlog fires no new event, so stopping early means coming back on our own.
+    fn accept(&mut self, now: Instant) {
+        self.accept_retry = None;
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    trace!("accept → {peer}");
+                    self.admit(stream, peer, now);
+                }
+                Err(e) if would_block(&e) => {
+                    trace!("accept → WouldBlock: backlog empty");
+                    return;
+                }
+                Err(e) if interrupted(&e) => continue,
+                // The client reset the connection while it waited in the backlog.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                Err(e) if out_of_descriptors(&e) => {
+                    if !self.shed_one_with_reserve_fd(now) {
+                        warn!("accept: {e}; pausing accept until a connection closes");
+                        self.accept_retry = Some(now + ACCEPT_RETRY);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // ENOBUFS, ENOMEM, ...: the kernel is short of memory. Back off briefly
+                    // rather than spin; the queued connections wait in the backlog.
+                    warn!("accept: {e}; retrying in {ACCEPT_RETRY:?}");
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Out of descriptors (EMFILE/ENFILE), the connection at the head of the backlog can
+    /// be neither accepted nor refused, and epoll will not report it again. The classic
+    /// way out (libev, libuv, nginx-like servers): keep one descriptor in reserve; close it,
+    /// accept the connection into the freed slot, close that at once (the client sees an
+    /// orderly close instead of a hang), and take the reserve again. Returns false when
+    /// there is no reserve to spend.
+    fn shed_one_with_reserve_fd(&mut self, now: Instant) -> bool {
+        let Some(reserve) = self.reserve_fd.take() else {
+            return false;
+        };
+        drop(reserve);
+        let shed = match &self.listener {
+            Some(listener) => listener.accept(),
+            None => return false,
+        };
+        if let Ok((stream, peer)) = shed {
+            trace!("accept → {peer} with the reserve descriptor: closing it at once");
+            self.reject(stream, "out of file descriptors", now);
+        }
+        self.reserve_fd = open_reserve_fd();
+        self.reserve_fd.is_some()
+    }
+
+    /// Take a freshly accepted socket into the slab, or turn it away at --max-conns.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
+        if open >= self.config.max_conns {
+            self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            self.reject(stream, "--max-conns reached", now);
+            return;
+        }
+        // Our answers are already batched into one write each; Nagle's algorithm would only
+        // hold a small answer back until the previous one is acknowledged (tcp(7)).
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("{peer}: setsockopt(TCP_NODELAY) failed: {e}");
+        }
+        let entry = self.connections.vacant_entry();
+        let key = entry.key();
+        self.generation = (self.generation + 1) & 0x7fff_ffff;
+        let token = Token(key | (self.generation << 32));
+        // Registered once, for both directions, and never modified (see module docs).
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("{peer}: epoll_ctl(ADD) failed: {e}");
+            self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        entry.insert(Connection::new(
+            stream,
+            token,
+            peer,
+            Session::new(self.config.mode),
+            now,
+        ));
+        // HTTP: the first request head is due within --header-timeout of connecting.
+        let kind = if self.config.mode == Mode::Http {
+            Kind::Header
+        } else {
+            Kind::Idle
+        };
+        self.timers.schedule(&mut self.connections, key, kind, now);
+        self.stats.connections += 1;
+        debug!("{peer}: accepted as #{key}");
+    }
+
+    /// Close a connection we cannot serve. In http mode it first gets a 503: an empty
+    /// send buffer takes those ~100 bytes in one write, so the write either goes or not.
+    fn reject(&mut self, mut stream: TcpStream, why: &str, now: Instant) {
+        if self.config.mode == Mode::Http {
+            let _ = stream.write(self.page.unavailable());
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        drop(stream);
+        self.stats.rejected += 1;
+        self.rejected_unlogged += 1;
+        // A flood of rejections must not become a flood of log lines: one a second.
+        if self
+            .rejected_logged_at
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            warn!("rejected {} connection(s): {why}", self.rejected_unlogged);
+            self.rejected_unlogged = 0;
+            self.rejected_logged_at = Some(now);
+        }
+    }
+
+    // ----- connections -----
+
+    fn on_connection_event(&mut self, token: Token, event: &Event, now: Instant) {
+        let key = token.0 & 0xffff_ffff;
+        match self.connections.get(key) {
+            Some(conn) if conn.token == token => trace!(
+                "{}: event readable={} writable={} read_closed={} error={}",
+                conn.peer,
+                event.is_readable(),
+                event.is_writable(),
+                event.is_read_closed(),
+                event.is_error()
+            ),
+            // The connection this event was for closed earlier in this batch.
+            _ => {
+                trace!("event for token {token:?}: connection already closed, ignored");
+                return;
+            }
+        }
+        // EPOLLRDHUP: the peer's FIN is queued behind the data, so the round must read on
+        // to the end of stream even after a short read.
+        self.drive(key, event.is_read_closed() || event.is_error(), now);
+    }
+
+    /// Move a connection forward, then fix its timer or close it.
+    fn drive(&mut self, key: usize, read_to_end: bool, now: Instant) {
+        let before = self.connections.get(key).map(|c| c.bytes_in + c.bytes_out);
+        match self.advance(key, read_to_end) {
+            Step::Close(exit) => self.close(key, exit, now),
+            Step::Wait => {
+                let Some(conn) = self.connections.get(key) else {
+                    return;
+                };
+                let active = Some(conn.bytes_in + conn.bytes_out) != before;
+                let waiting_for_head = conn.phase == Phase::Open
+                    && conn.session.in_request_head()
+                    && !conn.pending_input.is_empty();
+                let want = match (conn.phase, conn.timer.kind()) {
+                    (Phase::Lingering, Some(Kind::Linger)) => None,
+                    (Phase::Lingering, _) => Some(Kind::Linger),
+                    // The header deadline runs from the request's first byte; more bytes of
+                    // the same head do not extend it (slowloris drips one a second).
+                    (_, Some(Kind::Header)) if waiting_for_head => None,
+                    _ if waiting_for_head => Some(Kind::Header),
+                    (_, Some(Kind::Header)) if !active => None,
+                    _ if active => Some(Kind::Idle),
+                    _ => None,
+                };
+                if let Some(kind) = want {
+                    self.timers.schedule(&mut self.connections, key, kind, now);
+                }
+            }
+        }
+    }
+
+    /// The heart of the loop: write what we owe, read what we are sent, hand it to the
+    /// protocol, and repeat until the kernel says WouldBlock or the connection is done.
+    fn advance(&mut self, key: usize, read_to_end: bool) -> Step {
+        let Some(conn) = self.connections.get_mut(key) else {
+            return Step::Wait;
+        };
+        let mut drained = false;
+        loop {
+            // 1. Write first: bytes the kernel refused last time go before anything new.
+            if let Err(e) = flush(conn, &mut self.pool, &mut self.stats) {
+                return Step::Close(Exit::Failed(e));
+            }
+            let unsent = conn.unsent().len();
+            if conn.phase == Phase::Flushing {
+                if unsent > 0 {
+                    return Step::Wait; // epoll says when the send buffer has room again
+                }
+                // Everything is written: send our FIN. The peer reads the whole answer, then
+                // end-of-file.
+                trace!(
+                    "{}: shutdown(SHUT_WR) → FIN sent; phase Flushing→Lingering",
+                    conn.peer
+                );
+                if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
+                    return Step::Close(Exit::Failed(e));
+                }
+                conn.phase = Phase::Lingering;
+                if conn.peer_closed {
+                    return Step::Close(Exit::Done);
+                }
+                self.pool.give_back(&mut conn.pending_input);
+            }
+
+            // 2. Input held back for lack of output room goes first, once there is room.
+            if conn.input_stalled && unsent < MAX_PENDING_OUTPUT {
+                conn.input_stalled = false;
+                self.output.clear();
+                offer(
+                    conn,
+                    &[],
+                    &mut self.output,
+                    &mut self.pool,
+                    &self.page,
+                    &mut self.stats,
+                );
+                continue;
+            }
+            if !conn.wants_read() || drained {
+                return Step::Wait;
+            }
+
+            // 3. Read.
+            match conn.stream.read(&mut self.read_buffer) {
+                Ok(0) => {
+                    // FIN: the peer will send nothing more; our socket is in CLOSE_WAIT
+                    // until we close. Finish writing what we owe, then close.
+                    trace!(
+                        "{}: read → 0 (EOF: peer sent FIN, we are in CLOSE_WAIT)",
+                        conn.peer
+                    );
+                    conn.peer_closed = true;
+                    match conn.phase {
+                        Phase::Lingering => return Step::Close(Exit::Done),
+                        _ => set_phase(conn, Phase::Flushing),
+                    }
+                }
+                Ok(n) => {
+                    trace!("{}: read → {n} bytes", conn.peer);
+                    conn.bytes_in += n as u64;
+                    self.stats.bytes_in += n as u64;
+                    if conn.phase == Phase::Open {
+                        self.output.clear();
+                        let input = &self.read_buffer[..n];
+                        offer(
+                            conn,
+                            input,
+                            &mut self.output,
+                            &mut self.pool,
+                            &self.page,
+                            &mut self.stats,
+                        );
+                    }
+                    // A short read emptied the socket's receive queue (tcp_recvmsg copies
+                    // all it has, up to our length). Anything arriving later is a new edge
+                    // and a new event, so another read now would only return EAGAIN.
+                    drained = n < self.read_buffer.len() && !read_to_end;
+                }
+                Err(e) if would_block(&e) => {
+                    trace!("{}: read → WouldBlock", conn.peer);
+                    return Step::Wait;
+                }
+                Err(e) if interrupted(&e) => {}
+                Err(e) => return Step::Close(Exit::Failed(e)),
+            }
+        }
+    }
+
+    fn on_signal(&mut self, now: Instant) {
+        // Empty the pipe: several signals may have written to it.
+        let mut bytes = [0u8; 64];
+        while matches!(self.signal_pipe.read(&mut bytes), Ok(n) if n > 0) {}
+        let signal = self.last_signal.load(Ordering::Relaxed) as i32;
+        if self.shutdown_deadline.is_some() {
+            warn!(
+                "second signal ({signal}): exiting now with {} connection(s) open",
+                self.connections.len()
+            );
+            std::process::exit(128 + signal);
+        }
+        info!(
+            "signal {signal}: shutting down; {} connection(s) open, {:?} to finish",
+            self.connections.len(),
+            self.config.shutdown_timeout
+        );
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        // Closing the listening socket makes the kernel refuse new connections (RST to
+        // their SYN). Those already waiting in its backlog are reset too.
+        self.listener = None;
+        self.accept_retry = None;
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let Some(conn) = self.connections.get_mut(key) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            self.output.clear();
+            let next = conn
+                .session
+                .on_shutdown(conn.pending_input.len(), &mut self.output);
+            queue_output(conn, &self.output, &mut self.pool);
+            if next == Next::CloseAfterFlush {
+                set_phase(conn, Phase::Flushing);
+            }
+            self.drive(key, false, now);
+        }
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some((key, kind)) = self.timers.pop_expired(&mut self.connections, now) {
+            match kind {
+                Kind::Idle => self.close(key, Exit::IdleTimeout, now),
+                Kind::Linger => self.close(key, Exit::Done, now),
+                Kind::Header => {
+                    let Some(conn) = self.connections.get_mut(key) else {
+                        continue;
+                    };
+                    debug!(
+                        "{}: request head not complete within {:?}",
+                        conn.peer, self.config.header_timeout
+                    );
+                    self.stats.errors += 1;
+                    self.output.clear();
+                    let mut ctx = Context {
+                        page: &self.page,
+                        out_budget: MAX_PENDING_OUTPUT,
+                        peer: conn.peer,
+                        stats: &mut self.stats,
+                    };
+                    conn.session.on_header_timeout(&mut self.output, &mut ctx);
+                    queue_output(conn, &self.output, &mut self.pool);
+                    set_phase(conn, Phase::Flushing);
+                    self.drive(key, false, now);
+                }
+            }
+        }
+    }
+
+    /// The one place a connection ends. Dropping the stream calls close(2), which also
+    /// removes the socket from the epoll set (no other descriptor refers to it; `epoll(7)`
+    /// Q6), so no `epoll_ctl(DEL)` is needed.
+    fn close(&mut self, key: usize, exit: Exit, now: Instant) {
+        if !self.connections.contains(key) {
+            return;
+        }
+        self.timers.cancel(&mut self.connections, key);
+        let mut conn = self.connections.remove(key);
+        self.pool.give_back(&mut conn.pending_input);
+        self.pool.give_back(&mut conn.pending_output);
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        let lifetime = now.saturating_duration_since(conn.opened);
+        if !matches!(exit, Exit::Done) {
+            self.stats.errors += 1;
+        }
+        debug!(
+            "{}: closed ({}): {} bytes in, {} bytes out, open {:?}",
+            conn.peer,
+            describe_exit(&exit),
+            conn.bytes_in,
+            conn.bytes_out,
+            lifetime
+        );
+        drop(conn);
+        // A descriptor just came free: accept what waited for one.
+        if self.accept_retry.is_some() {
+            self.accept(now);
+        }
+    }
+}
+
+/// Hand input to the session, keep what it did not consume, and write its answer.
+fn offer(
+    conn: &mut Connection,
+    new_input: &[u8],
+    output: &mut Vec<u8>,
+    pool: &mut BufferPool,
+    page: &CannedPage,
+    stats: &mut Stats,
+) {
+    // Usually nothing is held over and the session reads straight from the read buffer;
+    // only after a partial request are the new bytes appended to the held ones.
+    let held_over = !conn.pending_input.is_empty();
+    if held_over {
+        conn.pending_input.extend_from_slice(new_input);
+    }
+    let input: &[u8] = if held_over {
+        &conn.pending_input
+    } else {
+        new_input
+    };
+    let out_budget = MAX_PENDING_OUTPUT.saturating_sub(conn.unsent().len());
+    let mut ctx = Context {
+        page,
+        out_budget,
+        peer: conn.peer,
+        stats,
+    };
+    let outcome = conn.session.on_input(input, output, &mut ctx);
+    let consumed = outcome.consumed.min(input.len());
+    conn.input_stalled = consumed < input.len() && output.len() >= out_budget;
+    if held_over {
+        conn.pending_input.drain(..consumed);
+        if conn.pending_input.is_empty() {
+            pool.give_back(&mut conn.pending_input);
+        }
+    } else if consumed < new_input.len() {
+        conn.pending_input = pool.take();
+        conn.pending_input.extend_from_slice(&new_input[consumed..]);
+    }
+    queue_output(conn, output, pool);
+    if outcome.next == Next::CloseAfterFlush {
+        set_phase(conn, Phase::Flushing);
+    }
+}
+
+/// Make `output` the connection's to send. It is written by the next `flush`, which the
+/// loop calls straight away: "write first, poll later".
+fn queue_output(conn: &mut Connection, output: &[u8], pool: &mut BufferPool) {
+    if output.is_empty() {
+        return;
+    }
+    if conn.pending_output.is_empty() {
+        conn.pending_output = pool.take();
+    } else if conn.output_sent > 0 {
+        // Drop the bytes already sent so the buffer never grows past the backpressure bound
+        // plus one answer.
+        conn.pending_output.drain(..conn.output_sent);
+        conn.output_sent = 0;
+    }
+    conn.pending_output.extend_from_slice(output);
+}
+
+/// Write pending output until it is all sent or the kernel's send buffer is full.
+fn flush(conn: &mut Connection, pool: &mut BufferPool, stats: &mut Stats) -> io::Result<()> {
+    while !conn.unsent().is_empty() {
+        match conn.stream.write(&conn.pending_output[conn.output_sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                trace!(
+                    "{}: write → {n} of {} bytes",
+                    conn.peer,
+                    conn.unsent().len()
+                );
+                conn.output_sent += n;
+                conn.bytes_out += n as u64;
+                stats.bytes_out += n as u64;
+            }
+            // A short write or EAGAIN: the socket's send buffer is full. The rest waits
+            // for the peer to acknowledge; EPOLLOUT tells us when there is room.
+            Err(e) if would_block(&e) => {
+                trace!(
+                    "{}: write → WouldBlock ({} bytes wait)",
+                    conn.peer,
+                    conn.unsent().len()
+                );
+                return Ok(());
+            }
+            Err(e) if interrupted(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    pool.give_back(&mut conn.pending_output);
+    conn.output_sent = 0;
+    Ok(())
+}
+
+fn set_phase(conn: &mut Connection, phase: Phase) {
+    if conn.phase != phase {
+        trace!("{}: phase {:?}→{:?}", conn.peer, conn.phase, phase);
+        conn.phase = phase;
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// A peer that vanished: RST received (ECONNRESET), or we wrote after it (EPIPE).
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+fn describe_exit(exit: &Exit) -> String {
+    match exit {
+        Exit::Done => "done".to_string(),
+        Exit::IdleTimeout => "idle timeout".to_string(),
+        Exit::ShutdownTimeout => "shutdown timeout".to_string(),
+        Exit::Failed(e) if is_reset(e) => format!("reset by peer: {e}"),
+        Exit::Failed(e) => format!("error: {e}"),
+    }
+}
+
+fn open_reserve_fd() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+fn unix_second() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,133 @@
+//! The listening socket, built one syscall at a time with socket2.
+//!
+//! `std::net::TcpListener::bind` does all of this in one call and hides the choices; here
+//! each step is visible, because each one is a decision:
+//!
+//! 1. `socket(2)`: a TCP socket of the address's family (IPv4 or IPv6).
+//! 2. `SO_REUSEADDR`: after a restart, connections of the old process may sit in TIME_WAIT
+//!    for 2×MSL (60 s on Linux). Without this option `bind` fails with EADDRINUSE until they
+//!    expire; with it, the new process can listen at once. It never lets two live listeners
+//!    share a port; that is what the next option is for.
+//! 3. `SO_REUSEPORT` (when asked, and always with more than one loop): several sockets bind
+//!    the same address and the kernel hashes each incoming connection to one of them, so
+//!    each loop accepts from a queue of its own instead of all waking for every connection.
+//! 4. `bind(2)`, then `listen(2)` with the backlog: the length of the queue of connections
+//!    that finished the three-way handshake and wait for `accept(2)`. The kernel clamps it to
+//!    `net.core.somaxconn` without a word, so we read that value and say so (`listen(2)`,
+//!    NOTES).
+//! 5. `O_NONBLOCK`: `accept` must return EAGAIN rather than sleep, so the loop can go on.
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+
+use log::warn;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A bound, listening, non-blocking socket and what the kernel made of our request.
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: mio::net::TcpListener,
+    /// The address really bound: with port 0 the kernel picked the port.
+    pub local_addr: SocketAddr,
+    /// The backlog the kernel will really use: ours, clamped to somaxconn.
+    pub effective_backlog: u32,
+}
+
+/// A failure to set up the listening socket, naming the address it was for.
+#[derive(Debug)]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    pub step: &'static str,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot listen on {}: {} failed: {}",
+            self.addr, self.step, self.source
+        )
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+/// Make a listening socket on `addr`, following the steps in the module comment.
+pub fn listen(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<Listener, ListenError> {
+    let fail = |step| move |source| ListenError { addr, step, source };
+
+    // socket2 opens the socket with SOCK_CLOEXEC, so no child process inherits it.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(fail("socket"))?;
+    if addr.is_ipv6() {
+        // Listen on IPv6 only: "[::]:8888" then means IPv6, and a separate IPv4 listener on
+        // the same port stays possible. Linux's default (net.ipv6.bindv6only=0) would
+        // otherwise claim the IPv4 port too.
+        socket
+            .set_only_v6(true)
+            .map_err(fail("setsockopt(IPV6_V6ONLY)"))?;
+    }
+    socket
+        .set_reuse_address(true)
+        .map_err(fail("setsockopt(SO_REUSEADDR)"))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(fail("setsockopt(SO_REUSEPORT)"))?;
+    }
+    socket.bind(&addr.into()).map_err(fail("bind"))?;
+    // listen(2) takes an int; a backlog past i32::MAX means "as long as the kernel allows".
+    socket
+        .listen(i32::try_from(backlog).unwrap_or(i32::MAX))
+        .map_err(fail("listen"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(fail("fcntl(O_NONBLOCK)"))?;
+
+    let local_addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    let effective_backlog = match somaxconn() {
+        Some(max) if backlog > max => {
+            warn!(
+                "backlog {backlog} is larger than net.core.somaxconn ({max}): \
+                 the kernel uses {max}; raise it with `sysctl net.core.somaxconn={backlog}`"
+            );
+            max
+        }
+        _ => backlog,
+    };
+    let std_listener: std::net::TcpListener = socket.into();
+    Ok(Listener {
+        socket: mio::net::TcpListener::from_std(std_listener),
+        local_addr,
+        effective_backlog,
+    })
+}
+
+/// `net.core.somaxconn`, the ceiling the kernel puts on every listen backlog (Linux only).
+pub fn somaxconn() -> Option<u32> {
+    fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// The options as the kernel reports them back (getsockopt), for the start-up line: what we
+/// asked for is one thing, what the socket really has is another.
+pub fn describe_options(listener: &mio::net::TcpListener) -> String {
+    let socket = socket2::SockRef::from(listener);
+    let flag = |r: io::Result<bool>| match r {
+        Ok(true) => "1",
+        Ok(false) => "0",
+        Err(_) => "?",
+    };
+    format!(
+        "SO_REUSEADDR={} SO_REUSEPORT={}",
+        flag(socket.reuse_address()),
+        flag(socket.reuse_port())
+    )
+}

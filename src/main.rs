@@ -1,0 +1,25 @@
+//! `sockloop`: parse the command line, start the loops, and turn start-up failures into one
+//! line and exit code 1. Bad flags exit with 2, clap's convention.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = sockloop::cli::Args::parse();
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("sockloop: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    match sockloop::server::run(config) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockloop: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
