@@ -26,7 +26,7 @@ impl Server {
     /// As `start`, with a chance to adjust the command (environment, limits).
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sockloop"));
-        if !args.iter().any(|a| *a == "--addr") {
+        if !args.contains(&"--addr") {
             command.args(["--addr", "127.0.0.1:0"]);
         }
         command
