@@ -114,6 +114,8 @@ pub struct EventLoop {
     /// Rejected connections not yet logged: the log line is written at most once a second.
     rejected_unlogged: u64,
     rejected_logged_at: Option<Instant>,
+    /// Frames the sessions asked to broadcast this round, delivered at the end of it.
+    outbox: Vec<Arc<[u8]>>,
     stats: Stats,
 }
 
@@ -164,6 +166,7 @@ impl EventLoop {
             shutdown_deadline: None,
             rejected_unlogged: 0,
             rejected_logged_at: None,
+            outbox: Vec::new(),
             config,
             shared,
             stats: Stats::default(),
@@ -391,7 +394,11 @@ impl EventLoop {
     /// Move a connection forward, then fix its timer or close it.
     fn drive(&mut self, key: usize, read_to_end: bool, now: Instant) {
         let before = self.connections.get(key).map(|c| c.bytes_in + c.bytes_out);
-        match self.advance(key, read_to_end) {
+        let step = self.advance(key, read_to_end);
+        if !self.outbox.is_empty() {
+            self.broadcast(now);
+        }
+        match step {
             Step::Close(exit) => self.close(key, exit, now),
             Step::Wait => {
                 let Some(conn) = self.connections.get(key) else {
@@ -463,6 +470,7 @@ impl EventLoop {
                     &mut self.pool,
                     &self.page,
                     &mut self.stats,
+                    &mut self.outbox,
                 );
                 continue;
             }
@@ -499,6 +507,7 @@ impl EventLoop {
                             &mut self.pool,
                             &self.page,
                             &mut self.stats,
+                            &mut self.outbox,
                         );
                     }
                     // A short read emptied the socket's receive queue (tcp_recvmsg copies
@@ -578,6 +587,7 @@ impl EventLoop {
                         out_budget: MAX_PENDING_OUTPUT,
                         peer: conn.peer,
                         stats: &mut self.stats,
+                        broadcast: &mut self.outbox,
                     };
                     conn.session.on_header_timeout(&mut self.output, &mut ctx);
                     queue_output(conn, &self.output, &mut self.pool);
@@ -618,6 +628,57 @@ impl EventLoop {
             self.accept(now);
         }
     }
+
+    // ----- broadcasts (ws mode) -----
+    //
+    // A chat message must reach every WebSocket client, but a session sees only its own
+    // connection. So it leaves the encoded frame in `outbox`, and at the end of the round
+    // the loop delivers it.
+
+    /// Deliver this round's broadcasts.
+    fn broadcast(&mut self, now: Instant) {
+        let frames = std::mem::take(&mut self.outbox);
+        self.deliver(&frames, now);
+    }
+
+    /// Queue `frames` on every open connection whose session takes them, and write them
+    /// now: "write first" here too. A client too far behind is closed by its session (1008)
+    /// rather than buffered for; nobody is waited for.
+    fn deliver(&mut self, frames: &[Arc<[u8]>], now: Instant) {
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let Some(conn) = self.connections.get_mut(key) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            let sent_before = conn.bytes_out;
+            let mut next = Next::Continue;
+            for frame in frames {
+                self.output.clear();
+                let unsent = conn.unsent().len();
+                next = conn
+                    .session
+                    .on_broadcast(frame, unsent, &mut self.output, conn.peer);
+                queue_output(conn, &self.output, &mut self.pool);
+                if next == Next::CloseAfterFlush {
+                    break;
+                }
+            }
+            if next == Next::CloseAfterFlush {
+                // Flush, shut down, linger: the usual way out, through `advance`.
+                set_phase(conn, Phase::Flushing);
+                self.drive(key, false, now);
+            } else if let Err(e) = flush(conn, &mut self.pool, &mut self.stats) {
+                self.close(key, Exit::Failed(e), now);
+            } else if conn.bytes_out != sent_before {
+                // Traffic: a client that only listens is not idle.
+                self.timers
+                    .schedule(&mut self.connections, key, Kind::Idle, now);
+            }
+        }
+    }
 }
 
 /// Hand input to the session, keep what it did not consume, and write its answer.
@@ -628,6 +689,7 @@ fn offer(
     pool: &mut BufferPool,
     page: &CannedPage,
     stats: &mut Stats,
+    broadcast: &mut Vec<Arc<[u8]>>,
 ) {
     // Usually nothing is held over and the session reads straight from the read buffer;
     // only after a partial request are the new bytes appended to the held ones.
@@ -646,6 +708,7 @@ fn offer(
         out_budget,
         peer: conn.peer,
         stats,
+        broadcast,
     };
     let outcome = conn.session.on_input(input, output, &mut ctx);
     let consumed = outcome.consumed.min(input.len());
