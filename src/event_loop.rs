@@ -29,13 +29,13 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, trace, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::buffers::BufferPool;
@@ -49,6 +49,8 @@ use crate::timers::{Kind, Timers};
 const LISTENER: Token = Token(usize::MAX);
 /// The read end of the self-pipe that signal handlers write to.
 const SIGNAL: Token = Token(usize::MAX - 1);
+/// Another loop left broadcasts in this loop's inbox (ws mode with --threads above 1).
+const INBOX: Token = Token(usize::MAX - 2);
 
 /// One read takes at most this much. 64 KiB matches the largest single skb a loopback
 /// socket hands over in one go; a larger buffer rarely fills, a smaller one costs syscalls.
@@ -64,6 +66,17 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 pub struct Shared {
     /// Connections open across all loops, for --max-conns.
     pub open_connections: AtomicUsize,
+    /// Every loop's inbox, for broadcasts to reach the WebSocket clients of all loops. Only
+    /// ws mode with more than one loop registers any; it is locked once per broadcast.
+    pub inboxes: Mutex<Vec<Arc<Inbox>>>,
+}
+
+/// Where the other loops leave a loop's share of their broadcasts, and the eventfd
+/// (`mio::Waker`) they poke so that its `epoll_wait` returns to deliver them.
+#[derive(Debug)]
+pub struct Inbox {
+    frames: Mutex<Vec<Arc<[u8]>>>,
+    waker: Waker,
 }
 
 /// Why a connection ended, for the debug log line and the error count.
@@ -116,6 +129,8 @@ pub struct EventLoop {
     rejected_logged_at: Option<Instant>,
     /// Frames the sessions asked to broadcast this round, delivered at the end of it.
     outbox: Vec<Arc<[u8]>>,
+    /// This loop's inbox, when other loops may broadcast to it.
+    inbox: Option<Arc<Inbox>>,
     stats: Stats,
 }
 
@@ -145,6 +160,18 @@ impl EventLoop {
             signal_hook::low_level::pipe::register(signal, writer.try_clone()?)?;
         }
 
+        // A chat room spans the loops: let the others reach ours.
+        let inbox = if config.mode == Mode::Ws && config.threads > 1 {
+            let inbox = Arc::new(Inbox {
+                frames: Mutex::new(Vec::new()),
+                waker: Waker::new(poll.registry(), INBOX)?,
+            });
+            lock(&shared.inboxes).push(Arc::clone(&inbox));
+            Some(inbox)
+        } else {
+            None
+        };
+
         let mut page = CannedPage::new(&config.body, &config.content_type);
         let page_second = unix_second();
         page.set_date(SystemTime::now());
@@ -167,6 +194,7 @@ impl EventLoop {
             rejected_unlogged: 0,
             rejected_logged_at: None,
             outbox: Vec::new(),
+            inbox,
             config,
             shared,
             stats: Stats::default(),
@@ -193,6 +221,7 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept(now),
                     SIGNAL => self.on_signal(now),
+                    INBOX => self.on_inbox(now),
                     token => self.on_connection_event(token, event, now),
                 }
             }
@@ -632,12 +661,33 @@ impl EventLoop {
     // ----- broadcasts (ws mode) -----
     //
     // A chat message must reach every WebSocket client, but a session sees only its own
-    // connection. So it leaves the encoded frame in `outbox`, and at the end of the round
-    // the loop delivers it.
+    // connection. So it leaves the encoded frame in `outbox`; at the end of the round the
+    // loop posts it to the other loops' inboxes and delivers it to its own clients.
 
-    /// Deliver this round's broadcasts.
+    /// Deliver this round's broadcasts here, and post them to every other loop.
     fn broadcast(&mut self, now: Instant) {
         let frames = std::mem::take(&mut self.outbox);
+        if let Some(own) = &self.inbox {
+            for inbox in lock(&self.shared.inboxes).iter() {
+                if Arc::ptr_eq(inbox, own) {
+                    continue;
+                }
+                lock(&inbox.frames).extend(frames.iter().cloned());
+                // An eventfd write: the other loop's epoll_wait returns with INBOX.
+                if let Err(e) = inbox.waker.wake() {
+                    warn!("could not wake another loop for a broadcast: {e}");
+                }
+            }
+        }
+        self.deliver(&frames, now);
+    }
+
+    /// Another loop posted broadcasts for our clients.
+    fn on_inbox(&mut self, now: Instant) {
+        let frames = match &self.inbox {
+            Some(inbox) => std::mem::take(&mut *lock(&inbox.frames)),
+            None => return,
+        };
         self.deliver(&frames, now);
     }
 
@@ -679,6 +729,12 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// Lock a mutex of the broadcast plumbing. If another loop panicked while holding it, what
+/// it guards is still a list of whole frames: carry on with it rather than panic too.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Hand input to the session, keep what it did not consume, and write its answer.
