@@ -535,7 +535,10 @@ impl EventLoop {
                     return Step::Wait;
                 }
                 Err(e) if interrupted(&e) => {}
-                Err(e) => return Step::Close(Exit::Failed(e)),
+                Err(e) => {
+                    trace!("{}: read → {e}", conn.peer);
+                    return Step::Close(Exit::Failed(e));
+                }
             }
         }
     }
@@ -732,7 +735,10 @@ fn flush(conn: &mut Connection, pool: &mut BufferPool, stats: &mut Stats) -> io:
                 return Ok(());
             }
             Err(e) if interrupted(&e) => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                trace!("{}: write → {e}", conn.peer);
+                return Err(e);
+            }
         }
     }
     pool.give_back(&mut conn.pending_output);
