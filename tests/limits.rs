@@ -166,3 +166,42 @@ fn an_idle_connection_is_closed_and_a_talking_one_is_not() {
     assert!(closed_at.duration_since(start) < Duration::from_secs(5));
     assert_eq!(echo_round_trip(&mut talker, b"tock"), b"tock");
 }
+#[test]
+fn a_slowloris_gets_408_after_the_header_timeout_however_it_drips() {
+    let server = Server::start(&["--mode", "http", "--header-timeout", "0.6"]);
+    let mut slow = server.connect();
+    let start = Instant::now();
+    // One byte every 100 ms: each byte is traffic, but the head never completes.
+    for byte in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaa".iter() {
+        if slow.write_all(&[*byte]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+        if start.elapsed() > Duration::from_millis(1500) {
+            break;
+        }
+    }
+    let reply = String::from_utf8_lossy(&read_to_close(&mut slow)).to_string();
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply:?}");
+    assert!(reply.contains("Connection: close"), "{reply:?}");
+}
+
+#[test]
+fn a_pipelining_client_that_never_reads_does_not_grow_the_server() {
+    let server = Server::start(&["--mode", "http"]);
+    let mut client = server.connect();
+    client
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let start_rss = server.rss_kib();
+    let batch = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let mut sent = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Write until the kernel's buffers on both sides are full and our write times out.
+    while Instant::now() < deadline && client.write_all(&batch).is_ok() {
+        sent += batch.len();
+    }
+    let grown = server.rss_kib().saturating_sub(start_rss);
+    eprintln!("sent {sent} bytes of requests unread; server RSS grew {grown} KiB");
+    assert!(grown < 8 * 1024, "server RSS grew {grown} KiB");
+}
