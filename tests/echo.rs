@@ -1,6 +1,6 @@
 //! Echo mode as a user meets it, against the real binary: a thousand clients at once, a
 //! stream of hundreds of megabytes, a client that sends without reading, half-close, a peer
-//! that resets.
+//! that resets, the example client and the seed notes' C client.
 //!
 //! The random sizes and pauses come from a seeded xorshift, so a failing run can be replayed
 //! exactly: change nothing and run it again.
@@ -8,7 +8,9 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
@@ -500,6 +502,168 @@ fn a_client_that_resets_with_echo_unread_does_not_disturb_another_client() {
         server.child.try_wait().expect("try_wait").is_none(),
         "the server exited"
     );
+}
+
+// ----- the clients a user would type into -----
+
+#[test]
+fn the_example_client_prints_the_reply_to_each_line() {
+    let Some(example) = example_binary("echo_client") else {
+        eprintln!("skipped: the echo_client example is not built (plain `cargo test` builds it)");
+        return;
+    };
+    let server = Server::start(&["--mode", "echo"]);
+    let mut child = Command::new(&example)
+        .args(["--addr", &server.addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the example");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let long_line = "z".repeat(200 * KIB);
+    write!(stdin, "hello\nworld\n{long_line}\n").expect("write to the example");
+    drop(stdin); // end of input: the example says goodbye and exits
+    let stdout = collect_output(child.stdout.take().expect("stdout"));
+    let status = wait_or_kill(&mut child, PATIENCE).expect("the example did not exit");
+    let stdout = stdout.join().expect("stdout reader");
+    assert!(status.success(), "exit status {status}");
+    let expected =
+        format!("Server reply :\nhello\nServer reply :\nworld\nServer reply :\n{long_line}\n");
+    assert!(
+        stdout == expected,
+        "the example printed {} bytes, not the three replies",
+        stdout.len()
+    );
+}
+
+#[test]
+fn the_seed_notes_c_client_works_unmodified() {
+    // The C client in the seed notes dials 127.0.0.1:8888, hard-coded. Where the notes, a C
+    // compiler or the port are missing, the test says so and passes.
+    let seed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/000_a5035d15c3b2f491.txt");
+    let Ok(notes) = std::fs::read_to_string(&seed) else {
+        eprintln!("skipped: no seed notes at {}", seed.display());
+        return;
+    };
+    let Some(source) = c_block_after(&notes, "## client.c") else {
+        panic!("no ```c block under \"## client.c\" in {}", seed.display());
+    };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("seed-client");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("client.c"), source).expect("write client.c");
+    let compiled = Command::new("cc")
+        .args(["-o", "client", "client.c"])
+        .current_dir(&dir)
+        .stderr(Stdio::piped())
+        .output();
+    match compiled {
+        Err(e) => {
+            eprintln!("skipped: no C compiler (cc: {e})");
+            return;
+        }
+        Ok(out) => assert!(
+            out.status.success(),
+            "cc client.c failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+    if let Err(e) = TcpListener::bind("127.0.0.1:8888") {
+        eprintln!("skipped: 127.0.0.1:8888 is not free ({e}); client.c dials only that port");
+        return;
+    }
+    // Between the probe above and this bind, someone else could take the port; then the
+    // server fails to start and the test says so.
+    let _server = Server::start(&["--mode", "echo", "--addr", "127.0.0.1:8888"]);
+
+    let mut client = Command::new(dir.join("client"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the compiled client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    stdin.write_all(b"hello\nworld\n").expect("type two words");
+    // Its stdout is a pipe, so stdio holds the output back until 4 KiB have gathered. The
+    // end of stdin sees to that: scanf fails, leaves "world" in the buffer, and the client
+    // sends it again and again. Once both replies are in, we kill it.
+    drop(stdin);
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let collector = {
+        let output = Arc::clone(&output);
+        let mut stdout = client.stdout.take().expect("stdout");
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                output.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        })
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let replied = |text: &str| {
+        text.contains("Server reply :\nhello") && text.contains("Server reply :\nworld")
+    };
+    let mut exited = None;
+    while !replied(&String::from_utf8_lossy(&output.lock().unwrap())) && Instant::now() < deadline {
+        exited = client.try_wait().expect("try_wait");
+        if exited.is_some() {
+            break; // it gave up: "connect failed", "recv failed"
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = client.kill();
+    let _ = client.wait();
+    collector.join().expect("stdout reader");
+    let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert!(
+        text.starts_with("Socket created\nConnected\n"),
+        "{text:.300}"
+    );
+    assert!(
+        replied(&text),
+        "no reply to both words (client exit: {exited:?}) in: {text:.300}"
+    );
+}
+
+/// The text of the first ```c fenced block after `heading`.
+fn c_block_after<'a>(markdown: &'a str, heading: &str) -> Option<&'a str> {
+    let after_heading = &markdown[markdown.find(heading)?..];
+    let body = &after_heading[after_heading.find("```c\n")? + "```c\n".len()..];
+    Some(&body[..body.find("```")?])
+}
+
+/// `target/debug/examples/NAME`, next to the server binary cargo built for this test.
+fn example_binary(name: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_BIN_EXE_sockloop"))
+        .parent()?
+        .join("examples")
+        .join(name);
+    path.exists().then_some(path)
+}
+
+fn collect_output(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 // ----- helpers -----
