@@ -504,6 +504,52 @@ fn a_client_that_resets_with_echo_unread_does_not_disturb_another_client() {
     );
 }
 
+#[test]
+fn a_client_that_hangs_up_without_reading_its_echo_is_logged_as_a_reset_not_an_error() {
+    // The client's kernel answers our echo with an RST (the socket is closed), often before
+    // the server's next syscall, which then fails with ECONNRESET, EPIPE or, if it is
+    // shutdown(2), ENOTCONN. Each is the same event: the peer reset.
+    const CLIENTS: usize = 20;
+    let mut server = Server::start_with(&["--mode", "echo"], |command| {
+        command.env("RUST_LOG", "debug");
+    });
+    for _ in 0..CLIENTS {
+        let mut client = connect(server.addr);
+        client.write_all(&[b'x'; 20 * KIB]).expect("send");
+        drop(client);
+    }
+    let closes = wait_for_log_lines(&mut server, "closed (", CLIENTS);
+    let misnamed: Vec<&String> = closes
+        .iter()
+        .filter(|line| !line.contains("closed (done)") && !line.contains("closed (reset by peer"))
+        .collect();
+    assert!(misnamed.is_empty(), "{misnamed:#?}");
+}
+
+/// Wait (at most PATIENCE) until the server has logged `n` lines containing `needle`.
+fn wait_for_log_lines(server: &mut Server, needle: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let lines: Vec<String> = server
+            .log
+            .iter()
+            .filter(|line| line.contains(needle))
+            .cloned()
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} lines with {needle:?} logged: {:#?}",
+            lines.len(),
+            server.log
+        );
+        // Collects stderr meanwhile; the needle never appears.
+        server.wait_for_log("\u{0}", Duration::from_millis(50));
+    }
+}
+
 // ----- the clients a user would type into -----
 
 #[test]
