@@ -462,13 +462,14 @@ impl EventLoop {
                 }
                 // Everything is written: send our FIN. The peer reads the whole answer, then
                 // end-of-file.
+                if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
+                    trace!("{}: shutdown(SHUT_WR) → {e}", conn.peer);
+                    return Step::Close(Exit::Failed(e));
+                }
                 trace!(
                     "{}: shutdown(SHUT_WR) → FIN sent; phase Flushing→Lingering",
                     conn.peer
                 );
-                if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
-                    return Step::Close(Exit::Failed(e));
-                }
                 conn.phase = Phase::Lingering;
                 if conn.peer_closed {
                     return Step::Close(Exit::Done);
@@ -765,13 +766,17 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// A peer that vanished: RST received (ECONNRESET), or we wrote after it (EPIPE).
+/// A peer that vanished: RST received (ECONNRESET), or we wrote after it (EPIPE), or it
+/// came before our shutdown(2), which then finds the socket no longer connected (ENOTCONN).
+/// The last is common: a client that closes without reading its echo has its kernel answer
+/// our write with an RST, which on loopback lands before our next syscall.
 fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
     )
 }
 
