@@ -150,7 +150,7 @@ impl Session {
         match self {
             Session::Echo => Next::CloseAfterFlush,
             Session::Http(http) => http.on_header_timeout(out, ctx),
-            Session::Ws(ws) => ws.on_header_timeout(out),
+            Session::Ws(ws) => ws.on_header_timeout(out, ctx),
         }
     }
 

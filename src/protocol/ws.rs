@@ -32,6 +32,7 @@ use tungstenite::protocol::frame::{CloseFrame, Frame, Utf8Bytes};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
+use super::http::{self, BodyLength, Connection, ErrorStatus, HeadScan, RequestHead, Version};
 use super::{Context, Next, Outcome};
 
 /// The largest message we take, in one frame or in fragments; a bigger one gets 1009.
@@ -45,9 +46,6 @@ pub const GREETING: &str = "hello, I am a server";
 /// The chat page, compiled into the binary.
 pub const CHAT_PAGE: &[u8] = include_bytes!("chat.html");
 
-/// A request head longer than this is refused. Browsers send well under 2 KiB; the cap
-/// keeps a client that never ends its head from making us buffer without end.
-const MAX_HEAD_SIZE: usize = 8 * 1024;
 /// Text messages are logged up to this many characters.
 const LOGGED_CHARS: usize = 100;
 
@@ -57,11 +55,11 @@ pub struct WsSession {
     state: State,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 enum State {
-    /// Reading HTTP request heads: the page, a 404, or the opening handshake.
-    #[default]
-    Http,
+    /// Reading HTTP request heads with the HTTP mode's parser: the page, a 404, or the
+    /// opening handshake. The scan remembers how far a dripping head was searched.
+    Http(HeadScan),
     /// The handshake is done: WebSocket frames, through tungstenite's codec. Boxed: the
     /// codec is a few hundred bytes, and every slab entry of every mode would pay for it.
     Open(Box<WebSocketContext>),
@@ -70,30 +68,29 @@ enum State {
     Closed,
 }
 
+impl Default for State {
+    fn default() -> State {
+        State::Http(HeadScan::default())
+    }
+}
+
 impl WsSession {
     /// Offer the bytes the peer sent; see `protocol` for the contract.
     pub fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, ctx: &mut Context) -> Outcome {
         let mut consumed = 0;
         // HTTP request heads, one after another on a keep-alive connection, until one of
         // them upgrades the connection or closes it.
-        while let State::Http = self.state {
+        while let State::Http(scan) = &mut self.state {
             if out.len() >= ctx.out_budget {
                 return Outcome::new(consumed, Next::Continue);
             }
             let rest = &input[consumed..];
-            let (len, next) = match parse_request_head(rest) {
-                Head::Complete(head) => (head.len, self.answer(&head, out, ctx)),
-                Head::Partial if rest.len() <= MAX_HEAD_SIZE => {
-                    return Outcome::new(consumed, Next::Continue);
-                }
-                Head::Partial => {
-                    debug!("{}: request head over {MAX_HEAD_SIZE} bytes", ctx.peer);
-                    respond(out, "431 Request Header Fields Too Large", CLOSE, b"");
-                    (rest.len(), Next::CloseAfterFlush)
-                }
-                Head::Invalid => {
-                    debug!("{}: malformed request head", ctx.peer);
-                    respond(out, "400 Bad Request", CLOSE, b"");
+            let (len, next) = match scan.parse(rest) {
+                Ok(Some(head)) => (head.len, self.answer(&head, out, ctx)),
+                Ok(None) => return Outcome::new(consumed, Next::Continue),
+                Err(status) => {
+                    debug!("{}: bad request head: {}", ctx.peer, status.status_line());
+                    out.extend_from_slice(ctx.page.error(status));
                     (rest.len(), Next::CloseAfterFlush)
                 }
             };
@@ -104,7 +101,7 @@ impl WsSession {
         }
 
         let next = match &mut self.state {
-            State::Http => unreachable!("the loop above runs until the state changes"),
+            State::Http(_) => unreachable!("the loop above runs until the state changes"),
             // Whatever followed the handshake in the same read is already frames.
             State::Open(ws) => {
                 let mut wire = Wire::new(&input[consumed..], out, ctx.out_budget);
@@ -125,13 +122,13 @@ impl WsSession {
 
     /// True while a request head may be arriving: the header timeout applies then.
     pub fn in_request_head(&self) -> bool {
-        matches!(self.state, State::Http)
+        matches!(self.state, State::Http(_))
     }
 
-    /// The header timeout fired before the request head was complete.
-    pub fn on_header_timeout(&mut self, out: &mut Vec<u8>) -> Next {
-        if let State::Http = self.state {
-            respond(out, "408 Request Timeout", CLOSE, b"");
+    /// The header timeout fired before the request head was complete: 408.
+    pub fn on_header_timeout(&mut self, out: &mut Vec<u8>, ctx: &mut Context) -> Next {
+        if let State::Http(_) = self.state {
+            out.extend_from_slice(ctx.page.error(ErrorStatus::RequestTimeout));
         }
         self.state = State::Closed;
         Next::CloseAfterFlush
@@ -178,23 +175,41 @@ impl WsSession {
         if head.upgrade_websocket && path == "/" {
             return self.upgrade(head, out, ctx);
         }
-        let (connection, next) = match head.keep_alive {
-            true => ("", Next::Continue),
-            false => (CLOSE, Next::CloseAfterFlush),
-        };
-        match (head.method, path) {
-            ("GET", "/") => respond(out, "200 OK", &page_headers(connection), CHAT_PAGE),
-            ("HEAD", "/") => {
-                respond_head(out, "200 OK", &page_headers(connection), CHAT_PAGE.len())
-            }
-            ("GET" | "HEAD", _) => respond(out, "404 Not Found", connection, b"not found\n"),
-            // Any other method may carry a body we would not know how to skip.
-            _ => {
-                respond(out, "405 Method Not Allowed", ALLOW_GET_CLOSE, b"");
-                return Next::CloseAfterFlush;
-            }
+        let page = ctx.page;
+        if !matches!(head.method, "GET" | "HEAD") {
+            // Nothing here takes a body, and one we did not read would be taken for the
+            // next request.
+            let headers = [("Allow", "GET, HEAD")];
+            http::write_response(
+                out,
+                page,
+                "405 Method Not Allowed",
+                Connection::Close,
+                &headers,
+                None,
+            );
+            return Next::CloseAfterFlush;
         }
-        next
+        if head.body != BodyLength::Empty {
+            out.extend_from_slice(page.error(ErrorStatus::BadRequest));
+            return Next::CloseAfterFlush;
+        }
+        let connection = head.connection();
+        if path == "/" {
+            let body = Some(("text/html; charset=utf-8", CHAT_PAGE));
+            http::write_response(out, page, "200 OK", connection, &[], body);
+            if head.method == "HEAD" {
+                // The same head, no body (RFC 9110 §9.3.2).
+                out.truncate(out.len() - CHAT_PAGE.len());
+            }
+        } else {
+            let body = Some(("text/plain; charset=utf-8", b"not found\n".as_slice()));
+            http::write_response(out, page, "404 Not Found", connection, &[], body);
+        }
+        match connection {
+            Connection::Close => Next::CloseAfterFlush,
+            _ => Next::Continue,
+        }
     }
 
     /// The opening handshake, RFC 6455 §4.2.1 and §4.2.2.
@@ -203,8 +218,8 @@ impl WsSession {
             Some(key) if is_valid_key(key) => key,
             _ => return bad_handshake(out, ctx, "missing or malformed Sec-WebSocket-Key"),
         };
-        if head.method != "GET" {
-            return bad_handshake(out, ctx, "not a GET");
+        if head.method != "GET" || head.version != Version::Http11 {
+            return bad_handshake(out, ctx, "not an HTTP/1.1 GET");
         }
         if head.websocket_version != Some(b"13".as_slice()) {
             return bad_handshake(out, ctx, "Sec-WebSocket-Version is not 13");
@@ -212,9 +227,18 @@ impl WsSession {
         // The accept key is base64(SHA-1(key + a GUID)): proof that a WebSocket server, not
         // some HTTP server that ignored the Upgrade, read this very request.
         let accept = derive_accept_key(key);
-        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-        out.extend_from_slice(accept.as_bytes());
-        out.extend_from_slice(b"\r\n\r\n");
+        let headers = [
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Accept", accept.as_str()),
+        ];
+        http::write_response(
+            out,
+            ctx.page,
+            "101 Switching Protocols",
+            Connection::Upgrade,
+            &headers,
+            None,
+        );
 
         let config = WebSocketConfig::default()
             // tungstenite allocates its read buffer up front, 128 KiB by default: most of an
@@ -386,102 +410,15 @@ fn is_valid_key(key: &[u8]) -> bool {
 fn bad_handshake(out: &mut Vec<u8>, ctx: &mut Context, why: &str) -> Next {
     debug!("{}: bad WebSocket handshake: {why}", ctx.peer);
     ctx.stats.errors += 1;
-    respond(
+    http::write_response(
         out,
+        ctx.page,
         "400 Bad Request",
-        "Sec-WebSocket-Version: 13\r\nConnection: close\r\n",
-        b"bad WebSocket handshake\n",
+        Connection::Close,
+        &[("Sec-WebSocket-Version", "13")],
+        Some(("text/plain; charset=utf-8", b"bad WebSocket handshake\n")),
     );
     Next::CloseAfterFlush
-}
-
-// ----- HTTP, until the HTTP module's parser lands -----
-// TODO(merge): replace RequestHead, parse_request_head, respond and respond_head with
-// the HTTP mode's http::… functions once its real module is on main.
-
-const CLOSE: &str = "Connection: close\r\n";
-const ALLOW_GET_CLOSE: &str = "Allow: GET, HEAD\r\nConnection: close\r\n";
-
-fn page_headers(connection: &str) -> String {
-    format!("Content-Type: text/html; charset=utf-8\r\n{connection}")
-}
-
-/// What the handshake needs to know of a request head.
-struct RequestHead<'a> {
-    method: &'a str,
-    path: &'a str,
-    keep_alive: bool,
-    upgrade_websocket: bool,
-    websocket_key: Option<&'a [u8]>,
-    websocket_version: Option<&'a [u8]>,
-    /// Bytes of input the head took, blank line included.
-    len: usize,
-}
-
-enum Head<'a> {
-    Complete(RequestHead<'a>),
-    Partial,
-    Invalid,
-}
-
-fn parse_request_head(input: &[u8]) -> Head<'_> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(input) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Head::Partial,
-        Err(_) => return Head::Invalid,
-    };
-    let mut head = RequestHead {
-        method: request.method.unwrap_or(""),
-        path: request.path.unwrap_or(""),
-        // HTTP/1.1 keeps the connection by default, HTTP/1.0 closes it (RFC 9112 §9.3).
-        keep_alive: request.version == Some(1),
-        upgrade_websocket: false,
-        websocket_key: None,
-        websocket_version: None,
-        len,
-    };
-    for header in request.headers.iter() {
-        let value = header.value.trim_ascii();
-        let name = header.name;
-        if name.eq_ignore_ascii_case("connection") {
-            if has_token(value, "close") {
-                head.keep_alive = false;
-            } else if has_token(value, "keep-alive") {
-                head.keep_alive = true;
-            }
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            head.upgrade_websocket = has_token(value, "websocket");
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            head.websocket_key = Some(value);
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            head.websocket_version = Some(value);
-        }
-    }
-    Head::Complete(head)
-}
-
-/// Whether a comma-separated header value lists `token`, in any case.
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// Append a small response: status line, `headers` (each ending in CRLF), the body.
-fn respond(out: &mut Vec<u8>, status: &str, headers: &str, body: &[u8]) {
-    respond_head(out, status, headers, body.len());
-    out.extend_from_slice(body);
-}
-
-/// The head of a response whose body is `content_length` bytes, without the body (HEAD).
-fn respond_head(out: &mut Vec<u8>, status: &str, headers: &str, content_length: usize) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status}\r\nServer: sockloop\r\n{headers}Content-Length: {content_length}\r\n\r\n"
-    );
 }
 
 #[cfg(test)]
@@ -621,13 +558,20 @@ mod tests {
     #[test]
     fn a_bad_handshake_gets_400_with_the_version_we_speak() {
         let requests = [
-            upgrade_request("c2hvcnQ=", "13"),                     // 5 bytes, not 16
-            upgrade_request("dGhlIHNhbXBsZSBub25jZR==", "13"),     // trailing bits set
-            upgrade_request("dGhlIHNhbXBsZSBub25jZQ=", "13"),      // padding cut
-            upgrade_request("dGhlIHNhbXBsZSBub25j*Q==", "13"),     // not base64
-            upgrade_request(KEY, "12"),                            // another version
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec(),
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec(),
+            upgrade_request("c2hvcnQ=", "13"), // 5 bytes, not 16
+            upgrade_request("dGhlIHNhbXBsZSBub25jZR==", "13"), // trailing bits set
+            upgrade_request("dGhlIHNhbXBsZSBub25jZQ=", "13"), // padding cut
+            upgrade_request("dGhlIHNhbXBsZSBub25j*Q==", "13"), // not base64
+            upgrade_request(KEY, "12"),        // another version
+            text(&upgrade_request(KEY, "13")) // too old
+                .replace("HTTP/1.1", "HTTP/1.0")
+                .into_bytes(),
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n"
+                .to_vec(),
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                .to_vec(),
         ];
         for request in requests {
             let mut session = WsSession::default();
@@ -684,6 +628,34 @@ mod tests {
     }
 
     #[test]
+    fn a_get_with_a_body_is_refused_and_a_stalled_head_gets_408() {
+        let mut session = WsSession::default();
+        let call = offer(
+            &mut session,
+            b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert!(text(&call.out).starts_with("HTTP/1.1 400 "));
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+
+        let mut session = WsSession::default();
+        let call = offer(&mut session, b"GET / HTTP/1.1\r\nHost:");
+        assert_eq!(call.outcome, Outcome::new(0, Next::Continue));
+        assert!(session.in_request_head());
+        let page = CannedPage::new(b"", "text/plain");
+        let (mut stats, mut broadcast, mut out) = (Stats::default(), Vec::new(), Vec::new());
+        let mut ctx = Context {
+            page: &page,
+            out_budget: usize::MAX,
+            peer: "127.0.0.1:9".parse().unwrap(),
+            stats: &mut stats,
+            broadcast: &mut broadcast,
+        };
+        let next = session.on_header_timeout(&mut out, &mut ctx);
+        assert!(text(&out).starts_with("HTTP/1.1 408 "));
+        assert_eq!(next, Next::CloseAfterFlush);
+    }
+
+    #[test]
     fn garbage_gets_400_and_an_endless_head_431() {
         let mut session = WsSession::default();
         let call = offer(&mut session, b"\x16\x03\x01 hello\r\n\r\n");
@@ -692,7 +664,7 @@ mod tests {
 
         let mut session = WsSession::default();
         let mut head = b"GET / HTTP/1.1\r\n".to_vec();
-        head.resize(MAX_HEAD_SIZE + 1, b'a');
+        head.resize(http::MAX_HEAD_BYTES + 1, b'a');
         let call = offer(&mut session, &head);
         assert!(text(&call.out).starts_with("HTTP/1.1 431 "));
         assert_eq!(call.outcome.next, Next::CloseAfterFlush);
