@@ -388,8 +388,9 @@ impl EventLoop {
             Session::new(self.config.mode),
             now,
         ));
-        // HTTP: the first request head is due within --header-timeout of connecting.
-        let kind = if self.config.mode == Mode::Http {
+        // HTTP (and ws, which starts as HTTP): the first request head is due within
+        // --header-timeout of connecting.
+        let kind = if matches!(self.config.mode, Mode::Http | Mode::Ws) {
             Kind::Header
         } else {
             Kind::Idle
@@ -399,10 +400,11 @@ impl EventLoop {
         debug!("{peer}: accepted as #{key}");
     }
 
-    /// Close a connection we cannot serve. In http mode it first gets a 503: an empty
-    /// send buffer takes those ~100 bytes in one write, so the write either goes or not.
+    /// Close a connection we cannot serve. In http and ws mode (whose clients speak HTTP
+    /// first) it gets a 503: an empty send buffer takes those ~100 bytes in one write, so
+    /// the write either goes or not.
     fn reject(&mut self, mut stream: TcpStream, why: &str, now: Instant) {
-        if self.config.mode == Mode::Http {
+        if matches!(self.config.mode, Mode::Http | Mode::Ws) {
             let _ = stream.write(self.page.unavailable());
             let _ = stream.shutdown(Shutdown::Write);
         }

@@ -153,6 +153,33 @@ fn a_bad_handshake_gets_400_with_the_version_we_speak() {
 }
 
 #[test]
+fn a_handshake_that_never_ends_gets_408_at_the_header_timeout() {
+    let server = ws_server(&["--header-timeout", "0.3"]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn over_max_conns_a_browser_gets_503() {
+    let server = ws_server(&["--max-conns", "1"]);
+    let _client = join(&server);
+    // The answer comes at accept, before any request; sending none means no unread input
+    // on the server's side, whose close would then be a reset.
+    let mut answer = Vec::new();
+    server.connect().read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+}
+
+#[test]
 fn a_text_message_reaches_every_client_including_the_sender() {
     let mut server = ws_server(&[]);
     let mut clients: Vec<Client> = (0..3).map(|_| join(&server)).collect();
