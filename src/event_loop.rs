@@ -599,7 +599,7 @@ impl EventLoop {
                         "{}: request head not complete within {:?}",
                         conn.peer, self.config.header_timeout
                     );
-                    self.stats.errors += 1;
+                    self.stats.timeouts += 1;
                     self.output.clear();
                     let mut ctx = Context {
                         page: &self.page,
@@ -629,8 +629,11 @@ impl EventLoop {
         self.pool.give_back(&mut conn.pending_output);
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         let lifetime = now.saturating_duration_since(conn.opened);
-        if !matches!(exit, Exit::Done) {
-            self.stats.errors += 1;
+        match &exit {
+            Exit::Done => {}
+            Exit::Failed(e) if is_reset(e) => self.stats.resets += 1,
+            Exit::Failed(_) => self.stats.errors += 1,
+            Exit::IdleTimeout | Exit::ShutdownTimeout => self.stats.timeouts += 1,
         }
         debug!(
             "{}: closed ({}): {} bytes in, {} bytes out, open {:?}",
