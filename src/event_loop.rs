@@ -491,6 +491,12 @@ impl EventLoop {
                 );
                 continue;
             }
+            // The peer has said all it will say, and every complete request it sent is
+            // answered (or queued): finish writing, then close.
+            if conn.peer_closed && conn.phase == Phase::Open && !conn.input_stalled {
+                set_phase(conn, Phase::Flushing);
+                continue;
+            }
             if !conn.wants_read() || drained {
                 return Step::Wait;
             }
@@ -505,9 +511,8 @@ impl EventLoop {
                         conn.peer
                     );
                     conn.peer_closed = true;
-                    match conn.phase {
-                        Phase::Lingering => return Step::Close(Exit::Done),
-                        _ => set_phase(conn, Phase::Flushing),
+                    if conn.phase == Phase::Lingering {
+                        return Step::Close(Exit::Done);
                     }
                 }
                 Ok(n) => {
