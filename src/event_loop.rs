@@ -604,7 +604,6 @@ impl EventLoop {
                         "{}: request head not complete within {:?}",
                         conn.peer, self.config.header_timeout
                     );
-                    self.stats.timeouts += 1;
                     self.output.clear();
                     let mut ctx = Context {
                         page: &self.page,
