@@ -55,7 +55,8 @@ const INBOX: Token = Token(usize::MAX - 2);
 /// One read takes at most this much. 64 KiB matches the largest single skb a loopback
 /// socket hands over in one go; a larger buffer rarely fills, a smaller one costs syscalls.
 const READ_BUFFER_SIZE: usize = 64 * 1024;
-/// How long a closing connection waits for the peer's FIN (nginx's lingering_timeout is 5 s).
+/// How long a closing connection may go without progress: its last bytes must keep being
+/// read, and then the peer's FIN must come (nginx's lingering_timeout is 5 s).
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How soon to retry accept(2) after it failed for want of memory or descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -466,6 +467,12 @@ impl EventLoop {
                 let want = match (conn.phase, conn.timer.kind()) {
                     (Phase::Lingering, Some(Kind::Linger)) => None,
                     (Phase::Lingering, _) => Some(Kind::Linger),
+                    // A closing connection whose peer stops reading (a stuck tab behind a
+                    // 1008, a client that never reads its 408) must not hold its unsent
+                    // bytes for a whole idle timeout: each write must make progress within
+                    // the linger time.
+                    (Phase::Flushing, Some(Kind::Linger)) if !active => None,
+                    (Phase::Flushing, _) => Some(Kind::Linger),
                     // The header deadline runs from the request's first byte; more bytes of
                     // the same head do not extend it (slowloris drips one a second).
                     (_, Some(Kind::Header)) if waiting_for_head => None,
