@@ -551,7 +551,8 @@ impl EventLoop {
             match conn.stream.read(&mut self.read_buffer) {
                 Ok(0) => {
                     // FIN: the peer will send nothing more; our socket is in CLOSE_WAIT
-                    // until we close. Finish writing what we owe, then close.
+                    // until we close. In every mode that ends the conversation: finish
+                    // writing what we owe (an echo server's half-close contract), then close.
                     trace!(
                         "{}: read → 0 (EOF: peer sent FIN, we are in CLOSE_WAIT)",
                         conn.peer

@@ -761,12 +761,6 @@ impl HttpSession {
         self.state = State::Done;
     }
 
-    /// The peer shut its write side: whatever is left unread can never complete.
-    pub fn on_peer_closed(&mut self, unconsumed: usize) -> Next {
-        let _ = unconsumed;
-        Next::CloseAfterFlush
-    }
-
     /// True while waiting for or inside a request head (the header timeout runs then);
     /// false while a body is being discarded, and once the last response is out.
     pub fn in_request_head(&self) -> bool {
@@ -1556,13 +1550,6 @@ mod tests {
         peer.out.clear();
         assert_eq!(peer.send(b""), GET.len());
         assert_eq!(peer.out, ok(Connection::Persistent));
-    }
-
-    #[test]
-    fn peer_close_closes() {
-        let mut peer = Peer::new();
-        peer.send(b"GET / HT");
-        assert_eq!(peer.session.on_peer_closed(8), Next::CloseAfterFlush);
     }
 
     // --- The pieces the WebSocket handshake reuses --------------------------------------

@@ -123,19 +123,6 @@ impl Session {
         }
     }
 
-    /// The peer shut down its write side (read returned 0). `unconsumed` bytes of an
-    /// unfinished message are still buffered.
-    pub fn on_peer_closed(&mut self, unconsumed: usize) -> Next {
-        match self {
-            // Echo everything back, then close: the half-close contract of an echo server.
-            Session::Echo => Next::CloseAfterFlush,
-            Session::Http(http) => http.on_peer_closed(unconsumed),
-            // TCP's FIN ends a WebSocket without its closing handshake (RFC 6455 §7.1.5
-            // calls that 1006): there is nothing left to say.
-            Session::Ws(_) => Next::CloseAfterFlush,
-        }
-    }
-
     /// True while an HTTP request head is incomplete: the header timeout runs then.
     pub fn in_request_head(&self) -> bool {
         match self {
