@@ -631,6 +631,13 @@ fn content_length_together_with_transfer_encoding_gets_400() {
 }
 
 #[test]
+fn an_http_1_1_request_without_host_gets_400() {
+    // RFC 9112 §3.2: an HTTP/1.1 request must carry exactly one Host.
+    let server = Server::start(&["--mode", "http"]);
+    assert_refused(&server, b"GET / HTTP/1.1\r\n\r\n", 400, "Bad Request");
+}
+
+#[test]
 fn an_invalid_content_length_gets_400() {
     let server = Server::start(&["--mode", "http"]);
     for length in [
@@ -649,7 +656,7 @@ fn an_invalid_content_length_gets_400() {
     // Two lines that disagree.
     assert_refused(
         &server,
-        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         400,
         "Bad Request",
     );
@@ -683,10 +690,10 @@ fn a_head_over_8_kib_gets_431_and_one_of_8_kib_is_answered() {
     );
 }
 
-/// A request head with `lines` header lines.
+/// A request head with `lines` header lines, Host among them.
 fn head_with_lines(lines: usize) -> Vec<u8> {
-    let mut head = b"GET / HTTP/1.1\r\n".to_vec();
-    for i in 0..lines {
+    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 1..lines {
         head.extend_from_slice(format!("X-Line-{i}: {i}\r\n").as_bytes());
     }
     head.extend_from_slice(b"\r\n");

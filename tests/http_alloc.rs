@@ -56,8 +56,8 @@ fn batch() -> Vec<u8> {
         b"GET / HTTP/1.1\r\nHost: localhost:8889\r\nUser-Agent: wrk\r\n\r\n",
         b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n",
         b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-        b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     ];
     kinds
         .iter()

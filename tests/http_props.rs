@@ -62,20 +62,21 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         Just(b"GET /bare HTTP/1.1\nHost: x\n\n".to_vec()),
         body().prop_map(|body| {
             let head = format!(
-                "POST /form HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                "POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             );
             [head.as_bytes(), &body].concat()
         }),
         body().prop_map(|body| {
             let head = format!(
-                "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             );
             [head.as_bytes(), &body].concat()
         }),
         (prop::collection::vec(body(), 0..4), any::<bool>()).prop_map(|(chunks, trailer)| {
-            let mut request = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            let mut request =
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
             for chunk in chunks.iter().filter(|chunk| !chunk.is_empty()) {
                 request.extend_from_slice(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
                 request.extend_from_slice(chunk);
@@ -95,10 +96,10 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
 fn stream() -> impl Strategy<Value = Vec<u8>> {
     let last = prop_oneof![
         Just(Vec::new()),
-        Just(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n".to_vec()),
+        Just(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
         Just(b"GET / HTTP/9.9\r\n\r\n".to_vec()),
         Just(b"garbage\r\n\r\n".to_vec()),
-        Just(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec()),
+        Just(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec()),
         Just(b"GET / HTTP/1.1\r\nHost: unfinished".to_vec()),
     ];
     (prop::collection::vec(request(), 1..8), last)

@@ -123,7 +123,10 @@ fn get_slash_serves_the_chat_page() {
 #[test]
 fn other_paths_get_404() {
     let server = ws_server(&[]);
-    let answer = http_exchange(&server, "GET /chat HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let answer = http_exchange(
+        &server,
+        "GET /chat HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
 }
 

@@ -79,7 +79,8 @@ impl Connection {
 /// because we no longer know where the next request would begin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorStatus {
-    /// 400: the request line or a header is malformed, or its framing is ambiguous.
+    /// 400: the request line or a header is malformed, its framing is ambiguous, or its
+    /// Host is missing (HTTP/1.1) or repeated.
     BadRequest,
     /// 408: the head did not arrive within --header-timeout (slowloris).
     RequestTimeout,
@@ -451,10 +452,13 @@ fn read_headers<'a>(
         len,
     };
 
+    let mut hosts = 0;
     for header in headers {
         let name = header.name;
         let value = header.value;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
             // `Content-Length: 5, 5` or two identical lines are one length (RFC 9110 §8.6);
             // two different lengths mean a proxy and we might split the stream differently.
             let mut items = 0;
@@ -496,6 +500,12 @@ fn read_headers<'a>(
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.websocket_version = Some(value.trim_ascii());
         }
+    }
+
+    // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host, or any request with
+    // several, MUST get 400. Proxies route by Host; two of them is another smuggling tool.
+    if hosts > 1 || (hosts == 0 && version == Version::Http11) {
+        return Err(ErrorStatus::BadRequest);
     }
 
     // RFC 9112 §6.3: a message with both is an attempt at request smuggling (the front end
@@ -1089,10 +1099,10 @@ mod tests {
     #[test]
     fn any_method_and_path_get_the_page() {
         for request in [
-            &b"POST /submit?x=1 HTTP/1.1\r\n\r\n"[..],
+            &b"POST /submit?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"[..],
             b"DELETE /a/b HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"OPTIONS * HTTP/1.1\r\n\r\n",
-            b"BREW /pot HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
             assert_eq!(
                 answer(request),
@@ -1111,13 +1121,13 @@ mod tests {
 
     #[test]
     fn connection_close_is_honoured() {
-        let (out, next) = answer(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let (out, next) = answer(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert_eq!((out, next), (ok(Connection::Close), Next::CloseAfterFlush));
     }
 
     #[test]
     fn connection_is_a_case_insensitive_token_list() {
-        let (out, next) = answer(b"GET / HTTP/1.1\r\nConnection: TE, Close\r\n\r\n");
+        let (out, next) = answer(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: TE, Close\r\n\r\n");
         assert_eq!((out, next), (ok(Connection::Close), Next::CloseAfterFlush));
         let (out, next) = answer(b"GET / HTTP/1.0\r\nConnection: foo,Keep-Alive \r\n\r\n");
         assert_eq!((out, next), (ok(Connection::KeepAlive), Next::Continue));
@@ -1144,7 +1154,10 @@ mod tests {
 
     #[test]
     fn bytes_after_a_close_are_not_answered() {
-        let input = concat(&[b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", GET]);
+        let input = concat(&[
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            GET,
+        ]);
         let mut peer = Peer::new();
         assert_eq!(peer.send(&input), input.len());
         assert_eq!(peer.out, ok(Connection::Close));
@@ -1153,7 +1166,7 @@ mod tests {
 
     #[test]
     fn empty_lines_before_a_request_are_ignored() {
-        let (out, _) = answer(b"\r\n\r\n\nGET / HTTP/1.1\r\n\r\n");
+        let (out, _) = answer(b"\r\n\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(out, ok(Connection::Persistent));
     }
 
@@ -1172,12 +1185,12 @@ mod tests {
     fn pipeline() -> (Vec<u8>, Vec<u8>) {
         let input = concat(&[
             GET,
-            b"HEAD /h HTTP/1.1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 18\r\n\r\nGET / HTTP/1.1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"4;ext=\"a b\"\r\nGET \r\n0\r\nTrailer: GET / HTTP/1.1\r\n\r\n",
-            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
-            b"GET /last HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         ]);
         let expected = concat(&[
             &ok(Connection::Persistent),
@@ -1249,7 +1262,11 @@ mod tests {
     fn a_content_length_body_is_not_taken_for_a_request() {
         let body = concat(&[GET, GET, GET]);
         let input = concat(&[
-            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+            format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
             &body,
             GET,
         ]);
@@ -1261,14 +1278,15 @@ mod tests {
 
     #[test]
     fn identical_content_lengths_are_one_length() {
-        let input = b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi";
+        let input =
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nhi";
         assert_eq!(answer(input), (ok(Connection::Persistent), Next::Continue));
     }
 
     #[test]
     fn a_body_is_discarded_across_reads() {
         let mut peer = Peer::new();
-        peer.send(b"POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
+        peer.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
         assert!(!peer.session.in_request_head());
         for _ in 0..100 {
             assert_eq!(peer.send(&[b'x'; 1000]), 1000, "body bytes are never kept");
@@ -1280,7 +1298,7 @@ mod tests {
     #[test]
     fn a_chunked_body_is_not_taken_for_a_request() {
         let input = concat(&[
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
             b"12\r\nGET / HTTP/1.1\r\n\r\n\r\n",
             b"A; name=value\r\n0123456789\r\n",
             b"0\r\n\r\n",
@@ -1295,7 +1313,7 @@ mod tests {
     #[test]
     fn chunked_trailers_are_read_and_dropped() {
         let input = concat(&[
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"1\r\nx\r\n0\r\nX-Sum: 1\r\nX-Other: 2\r\n\r\n",
             GET,
         ]);
@@ -1308,7 +1326,8 @@ mod tests {
     #[test]
     fn expect_100_continue_is_answered_before_the_body() {
         let mut peer = Peer::new();
-        let head = b"POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
+        let head =
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
         assert_eq!(peer.send(head), head.len());
         assert_eq!(peer.out, CONTINUE);
         peer.send(b"hello");
@@ -1317,7 +1336,7 @@ mod tests {
 
     #[test]
     fn expect_100_continue_without_a_body_or_from_http_1_0_gets_no_100() {
-        let (out, _) = answer(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+        let (out, _) = answer(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
         assert_eq!(out, ok(Connection::Persistent));
         let (out, _) =
             answer(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx");
@@ -1357,18 +1376,18 @@ mod tests {
     fn ambiguous_framing_is_400() {
         for input in [
             // RFC 9112 §6.3: both framings is the smuggling case.
-            &b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert_eq!(answer(input), error(ErrorStatus::BadRequest), "{input:?}");
@@ -1376,8 +1395,45 @@ mod tests {
     }
 
     #[test]
+    fn http_1_1_without_host_is_400_with_connection_close() {
+        for input in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nX-Host: x\r\nConnection: keep-alive\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+            // A request pipelined behind it is not answered.
+            b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let (out, next) = answer(input);
+            assert!(contains(&out, b"\r\nConnection: close\r\n"), "{input:?}");
+            assert_eq!((out, next), error(ErrorStatus::BadRequest), "{input:?}");
+        }
+        // The header name is case-insensitive like any other.
+        let (out, next) = answer(b"GET / HTTP/1.1\r\nhOsT: x\r\n\r\n");
+        assert_eq!((out, next), (ok(Connection::Persistent), Next::Continue));
+    }
+
+    #[test]
+    fn more_than_one_host_is_400() {
+        for input in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nhost: b\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            assert_eq!(answer(input), error(ErrorStatus::BadRequest), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn http_1_0_without_host_is_answered() {
+        let (out, next) = answer(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!((out, next), (ok(Connection::Close), Next::CloseAfterFlush));
+        let (out, next) = answer(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert_eq!((out, next), (ok(Connection::KeepAlive), Next::Continue));
+    }
+
+    #[test]
     fn a_malformed_chunked_body_is_400() {
-        let head: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
         for body in [
             &b"zz\r\n"[..],
             b"-1\r\n",
@@ -1396,14 +1452,16 @@ mod tests {
     #[test]
     fn the_largest_chunk_size_does_not_overflow() {
         let mut peer = Peer::new();
-        peer.send(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n");
+        peer.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        );
         assert_eq!(peer.send(&[b'x'; 4096]), 4096);
         assert_eq!(peer.next, Next::Continue);
         assert!(peer.out.is_empty());
     }
 
     fn head_of_size(size: usize) -> Vec<u8> {
-        let start = b"GET / HTTP/1.1\r\nX: ";
+        let start = b"GET / HTTP/1.1\r\nHost: x\r\nX: ";
         let filler = size - start.len() - 4;
         concat(&[start, &vec![b'a'; filler], b"\r\n\r\n"])
     }
@@ -1426,8 +1484,9 @@ mod tests {
     #[test]
     fn more_than_100_header_lines_is_431() {
         let with_headers = |count| {
-            let mut input = b"GET / HTTP/1.1\r\n".to_vec();
-            for i in 0..count {
+            // Host is one of the `count` lines.
+            let mut input = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+            for i in 1..count {
                 input.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
             }
             input.extend_from_slice(b"\r\n");
@@ -1443,7 +1502,7 @@ mod tests {
     #[test]
     fn trailers_over_8_kib_are_431() {
         let input = concat(&[
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ",
             &[b'a'; MAX_HEAD_BYTES],
         ]);
         assert_eq!(answer(&input), error(ErrorStatus::HeaderFieldsTooLarge));
@@ -1506,7 +1565,7 @@ mod tests {
     fn in_request_head_is_false_only_while_a_body_is_read() {
         let mut peer = Peer::new();
         assert!(peer.session.in_request_head());
-        peer.send(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\na");
+        peer.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\na");
         assert!(!peer.session.in_request_head());
         peer.send(b"b");
         assert!(peer.session.in_request_head());
@@ -1522,7 +1581,7 @@ mod tests {
     #[test]
     fn shutdown_mid_head_answers_it_with_close() {
         let mut peer = Peer::new();
-        peer.send(b"GET / HTTP/1.1\r\n");
+        peer.send(b"GET / HTTP/1.1\r\nHost: x\r\n");
         assert_eq!(peer.session.on_shutdown(peer.pending.len()), Next::Continue);
         peer.send(b"\r\n");
         assert_eq!(peer.out, ok(Connection::Close));
@@ -1532,7 +1591,7 @@ mod tests {
     #[test]
     fn shutdown_mid_body_answers_it_with_close() {
         let mut peer = Peer::new();
-        peer.send(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\na");
+        peer.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\na");
         assert_eq!(peer.session.on_shutdown(0), Next::Continue);
         peer.send(b"b");
         assert_eq!(peer.out, ok(Connection::Close));
@@ -1573,7 +1632,7 @@ mod tests {
 
     #[test]
     fn upgrade_without_connection_upgrade_is_not_an_upgrade() {
-        let input = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        let input = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n";
         assert!(
             !parse_request_head(input)
                 .unwrap()

@@ -566,10 +566,10 @@ mod tests {
             text(&upgrade_request(KEY, "13")) // too old
                 .replace("HTTP/1.1", "HTTP/1.0")
                 .into_bytes(),
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Version: 13\r\n\r\n"
                 .to_vec(),
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
                 .to_vec(),
         ];
@@ -611,7 +611,7 @@ mod tests {
     #[test]
     fn other_paths_get_404_and_other_methods_405() {
         let mut session = WsSession::default();
-        let call = offer(&mut session, b"GET /chat HTTP/1.1\r\n\r\n");
+        let call = offer(&mut session, b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(text(&call.out).starts_with("HTTP/1.1 404 "));
         assert_eq!(call.outcome.next, Next::Continue);
         let call = offer(&mut session, b"GET /x HTTP/1.0\r\n\r\n");
@@ -621,7 +621,7 @@ mod tests {
         let mut session = WsSession::default();
         let call = offer(
             &mut session,
-            b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
         );
         assert!(text(&call.out).starts_with("HTTP/1.1 405 "));
         assert_eq!(call.outcome.next, Next::CloseAfterFlush);
@@ -632,7 +632,7 @@ mod tests {
         let mut session = WsSession::default();
         let call = offer(
             &mut session,
-            b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
         );
         assert!(text(&call.out).starts_with("HTTP/1.1 400 "));
         assert_eq!(call.outcome.next, Next::CloseAfterFlush);
