@@ -78,6 +78,16 @@ enum Exit {
     Failed(io::Error),
 }
 
+/// What spending the reserve descriptor achieved.
+enum Shed {
+    /// One connection was taken off the backlog and closed.
+    One,
+    /// There was nothing in the backlog.
+    BacklogEmpty,
+    /// No reserve descriptor is held (it could not be reopened).
+    NoReserve,
+}
+
 /// What moving a connection forward came to.
 enum Step {
     /// Nothing more to do until the kernel reports the socket again.
@@ -257,13 +267,17 @@ impl EventLoop {
                 Err(e) if interrupted(&e) => continue,
                 // The client reset the connection while it waited in the backlog.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
-                Err(e) if out_of_descriptors(&e) => {
-                    if !self.shed_one_with_reserve_fd(now) {
+                Err(e) if out_of_descriptors(&e) => match self.shed_one_with_reserve_fd(now) {
+                    Shed::One => continue,
+                    // accept(2) fails with EMFILE before it looks at the queue, so an
+                    // empty backlog shows up only once a descriptor is free.
+                    Shed::BacklogEmpty => return,
+                    Shed::NoReserve => {
                         warn!("accept: {e}; pausing accept until a connection closes");
                         self.accept_retry = Some(now + ACCEPT_RETRY);
                         return;
                     }
-                }
+                },
                 Err(e) => {
                     // ENOBUFS, ENOMEM, ...: the kernel is short of memory. Back off briefly
                     // rather than spin; the queued connections wait in the backlog.
@@ -277,25 +291,35 @@ impl EventLoop {
 
     /// Out of descriptors (EMFILE/ENFILE), the connection at the head of the backlog can
     /// be neither accepted nor refused, and epoll will not report it again. The classic
-    /// way out (libev, libuv, nginx-like servers): keep one descriptor in reserve; close it,
-    /// accept the connection into the freed slot, close that at once (the client sees an
-    /// orderly close instead of a hang), and take the reserve again. Returns false when
-    /// there is no reserve to spend.
-    fn shed_one_with_reserve_fd(&mut self, now: Instant) -> bool {
+    /// way out (libev and nginx-like servers do it): keep one descriptor in reserve; close
+    /// it, accept the connection into the freed slot, close that at once (the client sees
+    /// an orderly close instead of a hang), and take the reserve again.
+    fn shed_one_with_reserve_fd(&mut self, now: Instant) -> Shed {
         let Some(reserve) = self.reserve_fd.take() else {
-            return false;
+            return Shed::NoReserve;
         };
         drop(reserve);
-        let shed = match &self.listener {
+        let accepted = match &self.listener {
             Some(listener) => listener.accept(),
-            None => return false,
+            None => return Shed::BacklogEmpty,
         };
-        if let Ok((stream, peer)) = shed {
-            trace!("accept → {peer} with the reserve descriptor: closing it at once");
-            self.reject(stream, "out of file descriptors", now);
-        }
+        let shed = match accepted {
+            Ok((stream, peer)) => {
+                trace!("accept → {peer} into the reserve descriptor's slot: closing it at once");
+                self.reject(stream, "out of file descriptors", now);
+                Shed::One
+            }
+            Err(e) if would_block(&e) => Shed::BacklogEmpty,
+            // Another error (ECONNABORTED, or another thread took the slot): try again
+            // after a pause rather than spin.
+            Err(_) => Shed::NoReserve,
+        };
+        // The shed connection is closed, so its descriptor number is free again.
         self.reserve_fd = open_reserve_fd();
-        self.reserve_fd.is_some()
+        match shed {
+            Shed::One if self.reserve_fd.is_none() => Shed::NoReserve,
+            shed => shed,
+        }
     }
 
     /// Take a freshly accepted socket into the slab, or turn it away at --max-conns.
@@ -438,13 +462,14 @@ impl EventLoop {
                 }
                 // Everything is written: send our FIN. The peer reads the whole answer, then
                 // end-of-file.
+                if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
+                    trace!("{}: shutdown(SHUT_WR) → {e}", conn.peer);
+                    return Step::Close(Exit::Failed(e));
+                }
                 trace!(
                     "{}: shutdown(SHUT_WR) → FIN sent; phase Flushing→Lingering",
                     conn.peer
                 );
-                if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
-                    return Step::Close(Exit::Failed(e));
-                }
                 conn.phase = Phase::Lingering;
                 if conn.peer_closed {
                     return Step::Close(Exit::Done);
@@ -511,7 +536,10 @@ impl EventLoop {
                     return Step::Wait;
                 }
                 Err(e) if interrupted(&e) => {}
-                Err(e) => return Step::Close(Exit::Failed(e)),
+                Err(e) => {
+                    trace!("{}: read → {e}", conn.peer);
+                    return Step::Close(Exit::Failed(e));
+                }
             }
         }
     }
@@ -708,7 +736,10 @@ fn flush(conn: &mut Connection, pool: &mut BufferPool, stats: &mut Stats) -> io:
                 return Ok(());
             }
             Err(e) if interrupted(&e) => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                trace!("{}: write → {e}", conn.peer);
+                return Err(e);
+            }
         }
     }
     pool.give_back(&mut conn.pending_output);
@@ -735,13 +766,17 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// A peer that vanished: RST received (ECONNRESET), or we wrote after it (EPIPE).
+/// A peer that vanished: RST received (ECONNRESET), or we wrote after it (EPIPE), or it
+/// came before our shutdown(2), which then finds the socket no longer connected (ENOTCONN).
+/// The last is common: a client that closes without reading its echo has its kernel answer
+/// our write with an RST, which on loopback lands before our next syscall.
 fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
     )
 }
 

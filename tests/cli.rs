@@ -91,3 +91,15 @@ fn a_missing_body_file_is_one_line_and_exit_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/page.html"), "{stderr}");
 }
+
+#[test]
+fn ipv6_loopback_is_served() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--mode", "echo", "--addr", "[::1]:0"]);
+    assert!(server.addr.is_ipv6(), "{}", server.addr);
+    let mut stream = server.connect();
+    stream.write_all(b"over IPv6").unwrap();
+    let mut reply = [0u8; 9];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"over IPv6");
+}

@@ -1,0 +1,140 @@
+//! Property: how the peer's bytes are cut into reads never changes the answers.
+//!
+//! The loop offers a session every byte it has not consumed yet, with each new read
+//! appended. So a request stream fed in any chunks must produce exactly the output, the
+//! closing decision and the request count that feeding it whole does.
+
+use std::net::SocketAddr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proptest::prelude::*;
+use sockloop::protocol::http::{CannedPage, HttpSession, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
+use sockloop::protocol::{Context, Next};
+use sockloop::stats::Stats;
+
+/// What a connection produced: every byte written, whether it closes, requests answered.
+#[derive(Debug, PartialEq, Eq)]
+struct Transcript {
+    out: Vec<u8>,
+    next: Next,
+    requests: u64,
+}
+
+/// Feed `reads` one after another the way the loop does.
+fn serve(reads: &[&[u8]]) -> Transcript {
+    let mut page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+    page.set_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let mut stats = Stats::default();
+    let mut session = HttpSession::new();
+    let mut unconsumed = Vec::new();
+    let mut out = Vec::new();
+    let mut next = Next::Continue;
+    for read in reads {
+        unconsumed.extend_from_slice(read);
+        let mut ctx = Context {
+            page: &page,
+            out_budget: usize::MAX,
+            peer: SocketAddr::from(([127, 0, 0, 1], 9)),
+            stats: &mut stats,
+        };
+        let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
+        unconsumed.drain(..outcome.consumed);
+        next = outcome.next;
+        if next == Next::CloseAfterFlush {
+            break;
+        }
+    }
+    Transcript {
+        out,
+        next,
+        requests: stats.requests,
+    }
+}
+
+/// One request of a few kinds, with whatever body bytes proptest picks.
+fn request() -> impl Strategy<Value = Vec<u8>> {
+    let body = || prop::collection::vec(any::<u8>(), 0..40);
+    prop_oneof![
+        Just(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec()),
+        Just(b"HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        Just(b"\r\nGET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_vec()),
+        Just(b"GET /bare HTTP/1.1\nHost: x\n\n".to_vec()),
+        body().prop_map(|body| {
+            let head = format!(
+                "POST /form HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            [head.as_bytes(), &body].concat()
+        }),
+        body().prop_map(|body| {
+            let head = format!(
+                "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            [head.as_bytes(), &body].concat()
+        }),
+        (prop::collection::vec(body(), 0..4), any::<bool>()).prop_map(|(chunks, trailer)| {
+            let mut request = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for chunk in chunks.iter().filter(|chunk| !chunk.is_empty()) {
+                request.extend_from_slice(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
+                request.extend_from_slice(chunk);
+                request.extend_from_slice(b"\r\n");
+            }
+            request.extend_from_slice(b"0\r\n");
+            if trailer {
+                request.extend_from_slice(b"X-Checksum: 0\r\n");
+            }
+            request.extend_from_slice(b"\r\n");
+            request
+        }),
+    ]
+}
+
+/// A stream of requests, sometimes ending in a close or in garbage.
+fn stream() -> impl Strategy<Value = Vec<u8>> {
+    let last = prop_oneof![
+        Just(Vec::new()),
+        Just(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n".to_vec()),
+        Just(b"GET / HTTP/9.9\r\n\r\n".to_vec()),
+        Just(b"garbage\r\n\r\n".to_vec()),
+        Just(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec()),
+        Just(b"GET / HTTP/1.1\r\nHost: unfinished".to_vec()),
+    ];
+    (prop::collection::vec(request(), 1..8), last)
+        .prop_map(|(requests, last)| [requests.concat(), last].concat())
+}
+
+/// Cut `bytes` at the given points (each taken modulo the length).
+fn cut<'a>(bytes: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
+    points.sort_unstable();
+    let mut reads = Vec::new();
+    let mut start = 0;
+    for point in points.into_iter().chain([bytes.len()]) {
+        reads.push(&bytes[start..point]);
+        start = point;
+    }
+    reads
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_split_of_a_request_stream_gives_the_same_answers(
+        stream in stream(),
+        points in prop::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let whole = serve(&[&stream]);
+        prop_assert!(whole.requests >= 1);
+        let split = serve(&cut(&stream, &points));
+        prop_assert_eq!(split, whole);
+    }
+
+    #[test]
+    fn a_stream_fed_byte_by_byte_gives_the_same_answers(stream in stream()) {
+        let whole = serve(&[&stream]);
+        let reads: Vec<&[u8]> = stream.chunks(1).collect();
+        prop_assert_eq!(serve(&reads), whole);
+    }
+}

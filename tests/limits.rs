@@ -1,0 +1,207 @@
+//! Limits and timeouts: a server under abuse keeps serving the clients it holds.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// Send `message` and read the same number of bytes back.
+fn echo_round_trip(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    stream.write_all(message).expect("write");
+    let mut reply = vec![0; message.len()];
+    stream.read_exact(&mut reply).expect("read echo");
+    reply
+}
+
+/// Read until end of stream (or reset, which also means "closed"); returns what arrived.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn over_max_conns_a_client_is_closed_at_once_and_the_others_keep_being_served() {
+    let mut server = Server::start(&["--mode", "echo", "--max-conns", "3"]);
+    let mut held: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    for stream in &mut held {
+        assert_eq!(echo_round_trip(stream, b"ping"), b"ping");
+    }
+    let mut extra = server.connect();
+    assert!(
+        read_to_close(&mut extra).is_empty(),
+        "the 4th connection should just close"
+    );
+    assert!(server
+        .wait_for_log("rejected", Duration::from_secs(5))
+        .is_some());
+    for stream in &mut held {
+        assert_eq!(echo_round_trip(stream, b"still here"), b"still here");
+    }
+    // A client leaves; the next one is served.
+    drop(held.pop());
+    thread::sleep(Duration::from_millis(100));
+    let mut next = server.connect();
+    assert_eq!(echo_round_trip(&mut next, b"my turn"), b"my turn");
+}
+
+#[test]
+fn over_max_conns_an_http_client_gets_503_with_connection_close() {
+    let server = Server::start(&["--mode", "http", "--max-conns", "1"]);
+    let mut first = server.connect();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = first.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+
+    let mut second = server.connect();
+    let reply = String::from_utf8(read_to_close(&mut second)).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
+    assert!(reply.contains("Connection: close\r\n"), "{reply}");
+}
+
+/// Run the server with few file descriptors: RLIMIT_NOFILE set in the child before exec.
+fn start_with_fd_limit(args: &[&str], limit: u64) -> Server {
+    Server::start_with(args, move |command| {
+        // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(move || {
+                let rlim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    })
+}
+
+#[test]
+fn out_of_descriptors_the_server_sheds_new_clients_without_spinning_and_recovers() {
+    const LIMIT: u64 = 40;
+    let mut server = start_with_fd_limit(&["--mode", "echo"], LIMIT);
+
+    // Several times more clients than the server has descriptors.
+    let mut clients: Vec<TcpStream> = (0..4 * LIMIT).map(|_| server.connect()).collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut served = Vec::new();
+    let mut shed = 0;
+    for mut stream in clients.drain(..) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let ok = stream.write_all(b"x").is_ok() && {
+            let mut byte = [0u8; 1];
+            matches!(stream.read(&mut byte), Ok(1))
+        };
+        if ok {
+            served.push(stream);
+        } else {
+            shed += 1;
+        }
+    }
+    eprintln!(
+        "fd limit {LIMIT}: {} clients served, {shed} shed",
+        served.len()
+    );
+    assert!(served.len() >= 20, "only {} served", served.len());
+    assert!(shed > 0, "nobody was shed: is the limit in force?");
+    assert!(server
+        .wait_for_log("out of file descriptors", Duration::from_secs(5))
+        .is_some());
+
+    // Saturated and still being knocked on: no busy loop.
+    let knockers: Vec<TcpStream> = (0..20)
+        .filter_map(|_| TcpStream::connect(server.addr).ok())
+        .collect();
+    let before = server.cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let used = server.cpu_ticks() - before;
+    assert!(
+        used <= 10,
+        "server used {used} ticks of CPU in 1 s while saturated"
+    );
+    drop(knockers);
+
+    // The held clients are still answered.
+    for stream in &mut served {
+        assert_eq!(echo_round_trip(stream, b"y"), b"y");
+    }
+    // Clients leave; new ones are accepted again.
+    served.truncate(served.len() - 5);
+    thread::sleep(Duration::from_millis(200));
+    let mut late = server.connect();
+    assert_eq!(echo_round_trip(&mut late, b"back"), b"back");
+}
+
+#[test]
+fn an_idle_connection_is_closed_and_a_talking_one_is_not() {
+    let server = Server::start(&["--mode", "echo", "--idle-timeout", "0.5"]);
+    let mut idle = server.connect();
+    let mut talker = server.connect();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(echo_round_trip(&mut talker, b"tick"), b"tick");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let closed_at = Instant::now();
+    assert!(read_to_close(&mut idle).is_empty());
+    assert!(closed_at.duration_since(start) < Duration::from_secs(5));
+    assert_eq!(echo_round_trip(&mut talker, b"tock"), b"tock");
+}
+#[test]
+fn a_slowloris_gets_408_after_the_header_timeout_however_it_drips() {
+    let server = Server::start(&["--mode", "http", "--header-timeout", "0.6"]);
+    let mut slow = server.connect();
+    let start = Instant::now();
+    // One byte every 100 ms: each byte is traffic, but the head never completes.
+    for byte in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaa".iter() {
+        if slow.write_all(&[*byte]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+        if start.elapsed() > Duration::from_millis(1500) {
+            break;
+        }
+    }
+    let reply = String::from_utf8_lossy(&read_to_close(&mut slow)).to_string();
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply:?}");
+    assert!(reply.contains("Connection: close"), "{reply:?}");
+}
+
+#[test]
+fn a_pipelining_client_that_never_reads_does_not_grow_the_server() {
+    let server = Server::start(&["--mode", "http"]);
+    let mut client = server.connect();
+    client
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let start_rss = server.rss_kib();
+    let batch = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    let mut sent = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Write until the kernel's buffers on both sides are full and our write times out.
+    while Instant::now() < deadline && client.write_all(&batch).is_ok() {
+        sent += batch.len();
+    }
+    let grown = server.rss_kib().saturating_sub(start_rss);
+    eprintln!("sent {sent} bytes of requests unread; server RSS grew {grown} KiB");
+    assert!(grown < 8 * 1024, "server RSS grew {grown} KiB");
+}
