@@ -31,7 +31,8 @@
 # even with open_file_cache (which caches the descriptor, not the bytes).
 #
 # Environment: ROUNDS (3), DURATION seconds per run (10), IDLE_CONNS (5000),
-# SERVER_CPU (0), CLIENT_CPU (1), BENCH_NICE (-10: see "Sharing the machine" below).
+# SERVER_CPU (0), CLIENT_CPU (1), BENCH_NICE (-10: see "Sharing the machine" below),
+# LOG_DIR (unset: where to keep wrk's and echo_load's raw output, and the results table).
 # Exits non-zero only when it cannot set up (install, build, start a server); a run that
 # fails is reported as such and the script goes on.
 
@@ -94,6 +95,9 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
+    if [[ -n ${LOG_DIR:-} ]]; then
+        { mkdir -p "$LOG_DIR" && cp "$TMP"/*.txt "$TMP"/*.tsv "$LOG_DIR"/; } 2>/dev/null || true
+    fi
     if [[ $POLICY_RC_CREATED == 1 ]]; then
         rm -f /usr/sbin/policy-rc.d
     fi
@@ -425,6 +429,8 @@ run_wrk() { # section scenario server round port wrk-cpus threads conns lua [lua
     errors=$(($(field connect "$result") + $(field read "$result") + $(field write "$result") +
         $(field timeout "$result") + $(field status "$result")))
     p99=$(field p99_us "$result")
+    # wrk's histogram now and then comes back empty in pipelined runs (percentile 0): no figure.
+    [[ $p99 == 0 ]] && p99=-
     read -r rps cpu_per_req <<<"$(awk -v r="$requests" -v d="$duration_us" -v c="$((after - before))" \
         'BEGIN { printf "%.0f %s\n", r / (d / 1e6), (r > 0 ? sprintf("%.0f", c / r) : "-") }')"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$section" "$scenario" "$server" "$round" \
@@ -462,6 +468,8 @@ while [[ $NG_PORT == "$SL_PORT" ]]; do NG_PORT=$(free_port); done
 
 say ""
 say "== 1 loop vs 1 nginx worker: servers on CPU $SERVER_CPU, wrk -t1 on CPU $CLIENT_CPU =="
+say "columns: req/s; server CPU ns per request; p99 latency; errors; how busy the server"
+say "and each CPU were over the run (CPU0/CPU1 count every process, ours and others')"
 start_sockloop "$SERVER_CPU" "$SL_PORT" --mode http --max-conns 20000
 SL_PIDS=("${SERVER_PIDS[@]}")
 start_nginx "$SERVER_CPU" 1 "$NG_PORT"
@@ -495,6 +503,7 @@ stop_server
 # ----- 2. Two loops against two workers, nothing pinned -----
 say ""
 say "== sockloop --threads 2 vs nginx 2 workers (reuseport): nothing pinned, wrk -t2 =="
+say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 start_sockloop "" "$SL_PORT" --mode http --threads 2 --max-conns 20000
 SL_PIDS=("${SERVER_PIDS[@]}")
 start_nginx "" 2 "$NG_PORT"
@@ -584,6 +593,7 @@ say "   each, then idle, the usual keep-alive connection. nginx: its worker proc
 # ----- 4. Echo -----
 say ""
 say "== echo: sockloop --mode echo on CPU $SERVER_CPU, examples/echo_load on CPU $CLIENT_CPU =="
+say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 ECHO_PORT=$(free_port)
 start_sockloop "$SERVER_CPU" "$ECHO_PORT" --mode echo
 ECHO_RESULTS=$TMP/echo.tsv
