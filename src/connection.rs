@@ -106,3 +106,17 @@ impl Linked for Connection {
         &mut self.timer
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection costs one slab entry and nothing else in our heap, and the target
+    /// is 0.25 KiB of RSS per idle connection: keep the entry well under it.
+    #[test]
+    fn a_connection_fits_the_idle_memory_budget() {
+        let entry =
+            std::mem::size_of::<slab::Slab<Connection>>().max(std::mem::size_of::<Connection>());
+        assert!(entry <= 216, "Connection is {entry} bytes");
+    }
+}

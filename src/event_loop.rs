@@ -491,6 +491,12 @@ impl EventLoop {
                 );
                 continue;
             }
+            // The peer has said all it will say, and every complete request it sent is
+            // answered (or queued): finish writing, then close.
+            if conn.peer_closed && conn.phase == Phase::Open && !conn.input_stalled {
+                set_phase(conn, Phase::Flushing);
+                continue;
+            }
             if !conn.wants_read() || drained {
                 return Step::Wait;
             }
@@ -505,9 +511,8 @@ impl EventLoop {
                         conn.peer
                     );
                     conn.peer_closed = true;
-                    match conn.phase {
-                        Phase::Lingering => return Step::Close(Exit::Done),
-                        _ => set_phase(conn, Phase::Flushing),
+                    if conn.phase == Phase::Lingering {
+                        return Step::Close(Exit::Done);
                     }
                 }
                 Ok(n) => {
@@ -599,7 +604,6 @@ impl EventLoop {
                         "{}: request head not complete within {:?}",
                         conn.peer, self.config.header_timeout
                     );
-                    self.stats.errors += 1;
                     self.output.clear();
                     let mut ctx = Context {
                         page: &self.page,
@@ -629,8 +633,11 @@ impl EventLoop {
         self.pool.give_back(&mut conn.pending_output);
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         let lifetime = now.saturating_duration_since(conn.opened);
-        if !matches!(exit, Exit::Done) {
-            self.stats.errors += 1;
+        match &exit {
+            Exit::Done => {}
+            Exit::Failed(e) if is_reset(e) => self.stats.resets += 1,
+            Exit::Failed(_) => self.stats.errors += 1,
+            Exit::IdleTimeout | Exit::ShutdownTimeout => self.stats.timeouts += 1,
         }
         debug!(
             "{}: closed ({}): {} bytes in, {} bytes out, open {:?}",

@@ -16,7 +16,12 @@ pub struct Stats {
     pub messages: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Connections that ended in an error: a reset, a protocol error, a timeout.
+    /// Peers that vanished mid-conversation (RST, EPIPE): normal on the Internet, counted
+    /// apart from errors.
+    pub resets: u64,
+    /// Connections closed by the idle, header or shutdown timeout.
+    pub timeouts: u64,
+    /// Bad requests answered with an error status, and syscalls that failed otherwise.
     pub errors: u64,
 }
 
@@ -28,6 +33,8 @@ impl AddAssign for Stats {
         self.messages += other.messages;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
+        self.resets += other.resets;
+        self.timeouts += other.timeouts;
         self.errors += other.errors;
     }
 }
@@ -36,13 +43,16 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "connections={} rejected={} requests={} messages={} bytes_in={} bytes_out={} errors={}",
+            "connections={} rejected={} requests={} messages={} bytes_in={} bytes_out={} \
+             resets={} timeouts={} errors={}",
             self.connections,
             self.rejected,
             self.requests,
             self.messages,
             self.bytes_in,
             self.bytes_out,
+            self.resets,
+            self.timeouts,
             self.errors
         )
     }

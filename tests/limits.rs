@@ -205,3 +205,25 @@ fn a_pipelining_client_that_never_reads_does_not_grow_the_server() {
     eprintln!("sent {sent} bytes of requests unread; server RSS grew {grown} KiB");
     assert!(grown < 8 * 1024, "server RSS grew {grown} KiB");
 }
+
+#[test]
+fn a_client_that_pipelines_thousands_then_half_closes_gets_every_answer_then_eof() {
+    let server = Server::start(&["--mode", "http"]);
+    let mut client = server.connect();
+    const N: usize = 5000; // far more answers than the server buffers before pausing
+    let requests = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(N);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            client.write_all(&requests).unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let answers = read_to_close(&mut client);
+    writer.join().unwrap();
+    let count = answers
+        .windows(17)
+        .filter(|w| w == b"HTTP/1.1 200 OK\r\n")
+        .count();
+    assert_eq!(count, N);
+}

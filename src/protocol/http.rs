@@ -317,6 +317,7 @@ pub fn write_response(
 // Request heads
 // ---------------------------------------------------------------------------------------
 
+/// The two versions httparse accepts; anything else was answered with 505.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     Http10,
@@ -640,6 +641,8 @@ enum BodyProgress {
     ChunkDataEnd,
     /// After the last (zero-size) chunk: trailer lines until an empty one.
     Trailers { scanned: usize },
+    /// All of it is in (or there was none): the reply is owed now.
+    Finished,
 }
 
 /// What one step through the input did.
@@ -706,7 +709,7 @@ impl HttpSession {
                 }
             }
             if let State::Body {
-                body: BodyProgress::Length(0),
+                body: BodyProgress::Finished,
                 reply,
             } = self.state
             {
@@ -722,7 +725,7 @@ impl HttpSession {
             head_only: head.method == "HEAD",
         };
         let body = match head.body {
-            BodyLength::Empty => BodyProgress::Length(0),
+            BodyLength::Empty => BodyProgress::Finished,
             BodyLength::Length(length) => BodyProgress::Length(length),
             BodyLength::Chunked => BodyProgress::ChunkSize,
         };
@@ -797,11 +800,14 @@ fn discard_body(body: &mut BodyProgress, rest: &[u8]) -> Step {
             if rest.is_empty() {
                 return Step::NeedMore;
             }
-            // Both fit a u64 and the result is at most `rest.len()`: no overflow.
+            // `used` is at most `rest.len()`, so neither the cast back nor the subtraction
+            // can overflow, however large a length the peer announced.
             let used = (*remaining).min(rest.len() as u64);
             *remaining -= used;
-            if let BodyProgress::ChunkData(0) = body {
-                *body = BodyProgress::ChunkDataEnd;
+            match body {
+                BodyProgress::Length(0) => *body = BodyProgress::Finished,
+                BodyProgress::ChunkData(0) => *body = BodyProgress::ChunkDataEnd,
+                _ => {}
             }
             Step::Consumed(used as usize)
         }
@@ -827,12 +833,13 @@ fn discard_body(body: &mut BodyProgress, rest: &[u8]) -> Step {
             }
             _ => Step::Fail(ErrorStatus::BadRequest),
         },
+        // on_input answers as soon as it sees this; nothing is left to read.
+        BodyProgress::Finished => Step::Consumed(0),
         BodyProgress::Trailers { scanned } => {
             let window = &rest[..rest.len().min(MAX_HEAD_BYTES)];
             match find_empty_line(window, scanned) {
                 Some(end) => {
-                    // The body is over: the caller answers when it sees Length(0).
-                    *body = BodyProgress::Length(0);
+                    *body = BodyProgress::Finished;
                     Step::Consumed(end)
                 }
                 None if window.len() == MAX_HEAD_BYTES => {
