@@ -50,9 +50,12 @@ const LISTENER: Token = Token(usize::MAX);
 /// The read end of the self-pipe that signal handlers write to.
 const SIGNAL: Token = Token(usize::MAX - 1);
 
-/// One read takes at most this much. 64 KiB matches the largest single skb a loopback
-/// socket hands over in one go; a larger buffer rarely fills, a smaller one costs syscalls.
-const READ_BUFFER_SIZE: usize = 64 * 1024;
+/// One read takes at most this much. A loopback skb carries up to 64 KiB, and a 64 KiB
+/// message is a common size (echo_load's big case). With a buffer of exactly 64 KiB such a
+/// read fills it, so the loop cannot tell the queue is empty and reads again, only to be
+/// told EAGAIN: one wasted syscall per message. Twice that size makes the read short, and a
+/// short read means drained (see `advance`). It is one buffer per loop, not per connection.
+const READ_BUFFER_SIZE: usize = 128 * 1024;
 /// How long a closing connection waits for the peer's FIN (nginx's lingering_timeout is 5 s).
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How soon to retry accept(2) after it failed for want of memory or descriptors.
