@@ -190,12 +190,12 @@ cpu_busy_jiffies() {
     awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
 
-# CPU time (user + system, in hundredths of a second) of this shell's reaped children, from
-# the `times` builtin: taken before and after a wrk run, the difference is wrk's CPU time.
-# (Into a file: in a $(...) subshell `times` would report the subshell's children.)
+# The `times` builtin's second line is the CPU time (user, system) of this shell's reaped
+# children. Written to a file before and after a wrk run (by the main shell itself: in a
+# $(...) subshell it would report the subshell's children), the difference is wrk's.
+# children_cpu_cs FILE: that line in hundredths of a second.
 children_cpu_cs() {
-    times >"$TMP/times"
-    tail -1 "$TMP/times" | awk '{
+    tail -1 "$1" | awk '{
         total = 0
         for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); total += p[1] * 60 + p[2] }
         printf "%d\n", total * 100 }'
@@ -406,9 +406,9 @@ run_wrk() { # section scenario server round port wrk-cpus threads conns lua [lua
     local section=$1 scenario=$2 server=$3 round=$4 port=$5 cpus=$6 threads=$7 conns=$8 lua=$9
     shift 9
     local out=$TMP/wrk-$section-$scenario-$server-$round.txt
-    local cpu0_before cpu1_before before after wall_before wrk_cpu_before
+    local cpu0_before cpu1_before before after wall_before
     wall_before=$(date +%s%N)
-    wrk_cpu_before=$(children_cpu_cs)
+    times >"$TMP/times.before"
     cpu0_before=$(cpu_busy_jiffies 0)
     cpu1_before=$(cpu_busy_jiffies 1)
     before=$(cpu_ns "${SERVER_PIDS[@]}")
@@ -425,7 +425,8 @@ run_wrk() { # section scenario server round port wrk-cpus threads conns lua [lua
     sleep 0.5
     after=$(cpu_ns "${SERVER_PIDS[@]}")
     local cpu0 cpu1 window wrk_cpu
-    wrk_cpu=$(($(children_cpu_cs) - wrk_cpu_before))
+    times >"$TMP/times.after"
+    wrk_cpu=$(($(children_cpu_cs "$TMP/times.after") - $(children_cpu_cs "$TMP/times.before")))
     cpu0=$(($(cpu_busy_jiffies 0) - cpu0_before))
     cpu1=$(($(cpu_busy_jiffies 1) - cpu1_before))
     window=$((($(date +%s%N) - wall_before) / 10000000)) # hundredths of a second
