@@ -371,24 +371,9 @@ done = function(summary, latency, requests)
       latency:percentile(50), latency:percentile(99)))
 end
 EOF
-# TechEmpower's pipeline.lua: `init` builds N requests into one string, `request` sends it.
-{
-    cat <<'EOF'
-init = function(args)
-   local r = {}
-   local depth = tonumber(args[1]) or 1
-   for i = 1, depth do
-      r[i] = wrk.format()
-   end
-   req = table.concat(r)
-end
-
-request = function()
-   return req
-end
-EOF
-    cat "$TMP/report.lua"
-} >"$TMP/pipeline.lua"
+# The pipelined runs: benches/pipeline.lua (TechEmpower's: `init` builds DEPTH requests into
+# one string, `request` sends it whole) with the same `done` appended.
+cat "$ROOT/benches/pipeline.lua" "$TMP/report.lua" >"$TMP/pipeline.lua"
 
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
