@@ -12,6 +12,7 @@
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -25,9 +26,8 @@ use sockloop::stats::Stats;
 const WRK_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8889\r\n\r\n";
 /// The depth of TechEmpower's pipelined plaintext test, and of `benches/load.sh`.
 const PIPELINE_DEPTH: usize = 16;
-/// The loop's scratch buffers are 64 KiB (`READ_BUFFER_SIZE`); so is the output buffer's
-/// starting capacity.
-const LOOP_BUFFER_SIZE: usize = 64 * 1024;
+/// The loop's read buffer and the output buffer's starting capacity (`READ_BUFFER_SIZE`).
+const LOOP_BUFFER_SIZE: usize = 128 * 1024;
 
 fn peer() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000))
@@ -53,6 +53,7 @@ fn answer(
     out: &mut Vec<u8>,
     page: &CannedPage,
     stats: &mut Stats,
+    outbox: &mut Vec<Arc<[u8]>>,
 ) {
     out.clear();
     let mut ctx = Context {
@@ -60,6 +61,7 @@ fn answer(
         out_budget: MAX_PENDING_OUTPUT,
         peer: peer(),
         stats,
+        broadcast: outbox,
     };
     let mut rest = input;
     while !rest.is_empty() {
@@ -81,10 +83,19 @@ fn http(c: &mut Criterion) {
         let mut session = HttpSession::new();
         let mut out = Vec::with_capacity(LOOP_BUFFER_SIZE);
         let mut stats = Stats::default();
+        // The loop's list of WebSocket broadcasts; HTTP never adds to it.
+        let mut outbox = Vec::new();
 
         // Before timing anything, make sure the session answers what we think it answers:
         // every request consumed, one response each.
-        answer(&mut session, &input, &mut out, &page, &mut stats);
+        answer(
+            &mut session,
+            &input,
+            &mut out,
+            &page,
+            &mut stats,
+            &mut outbox,
+        );
         assert_eq!(stats.requests, depth as u64, "one response per request");
         assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
         assert!(out.ends_with(DEFAULT_BODY));
@@ -94,7 +105,16 @@ fn http(c: &mut Criterion) {
         group.throughput(Throughput::Elements(depth as u64));
         let name = if depth == 1 { "single" } else { "pipelined" };
         group.bench_function(BenchmarkId::new(name, depth), |b| {
-            b.iter(|| answer(&mut session, &input, &mut out, &page, &mut stats))
+            b.iter(|| {
+                answer(
+                    &mut session,
+                    &input,
+                    &mut out,
+                    &page,
+                    &mut stats,
+                    &mut outbox,
+                )
+            })
         });
     }
     group.finish();
@@ -107,6 +127,7 @@ fn echo(c: &mut Criterion) {
         let input: Vec<u8> = (0..size).map(|i| i as u8).collect();
         let mut out = Vec::with_capacity(LOOP_BUFFER_SIZE);
         let mut stats = Stats::default();
+        let mut outbox = Vec::new();
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(BenchmarkId::from_parameter(size), |b| {
             b.iter(|| {
@@ -116,6 +137,7 @@ fn echo(c: &mut Criterion) {
                     out_budget: MAX_PENDING_OUTPUT,
                     peer: peer(),
                     stats: &mut stats,
+                    broadcast: &mut outbox,
                 };
                 let outcome = echo::on_input(black_box(&input), &mut out, &mut ctx);
                 debug_assert_eq!(outcome.consumed, size);

@@ -36,7 +36,7 @@ pub struct Args {
     pub threads: u16,
 
     /// Most connections held open at once; beyond it a new one is accepted and closed at
-    /// once (http mode answers 503 first).
+    /// once (http and ws modes answer 503 first).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: u32,
 
@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
     pub idle_timeout: Duration,
 
-    /// Seconds a client has to finish sending a request head (http mode); then 408.
+    /// Seconds a client has to finish sending a request head (http and ws modes); then 408.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub header_timeout: Duration,
 

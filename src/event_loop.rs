@@ -29,13 +29,13 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, trace, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::buffers::BufferPool;
@@ -49,6 +49,8 @@ use crate::timers::{Kind, Timers};
 const LISTENER: Token = Token(usize::MAX);
 /// The read end of the self-pipe that signal handlers write to.
 const SIGNAL: Token = Token(usize::MAX - 1);
+/// Another loop left broadcasts in this loop's inbox (ws mode with --threads above 1).
+const INBOX: Token = Token(usize::MAX - 2);
 
 /// One read takes at most this much. A loopback skb carries up to 64 KiB, and a 64 KiB
 /// message is a common size (echo_load's big case). With a buffer of exactly 64 KiB such a
@@ -56,7 +58,8 @@ const SIGNAL: Token = Token(usize::MAX - 1);
 /// told EAGAIN: one wasted syscall per message. Twice that size makes the read short, and a
 /// short read means drained (see `advance`). It is one buffer per loop, not per connection.
 const READ_BUFFER_SIZE: usize = 128 * 1024;
-/// How long a closing connection waits for the peer's FIN (nginx's lingering_timeout is 5 s).
+/// How long a closing connection may go without progress: its last bytes must keep being
+/// read, and then the peer's FIN must come (nginx's lingering_timeout is 5 s).
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How soon to retry accept(2) after it failed for want of memory or descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -67,6 +70,17 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 pub struct Shared {
     /// Connections open across all loops, for --max-conns.
     pub open_connections: AtomicUsize,
+    /// Every loop's inbox, for broadcasts to reach the WebSocket clients of all loops. Only
+    /// ws mode with more than one loop registers any; it is locked once per broadcast.
+    pub inboxes: Mutex<Vec<Arc<Inbox>>>,
+}
+
+/// Where the other loops leave a loop's share of their broadcasts, and the eventfd
+/// (`mio::Waker`) they poke so that its `epoll_wait` returns to deliver them.
+#[derive(Debug)]
+pub struct Inbox {
+    frames: Mutex<Vec<Arc<[u8]>>>,
+    waker: Waker,
 }
 
 /// Why a connection ended, for the debug log line and the error count.
@@ -127,6 +141,10 @@ pub struct EventLoop {
     /// Rejected connections not yet logged: the log line is written at most once a second.
     rejected_unlogged: u64,
     rejected_logged_at: Option<Instant>,
+    /// Frames the sessions asked to broadcast this round, delivered at the end of it.
+    outbox: Vec<Arc<[u8]>>,
+    /// This loop's inbox, when other loops may broadcast to it.
+    inbox: Option<Arc<Inbox>>,
     stats: Stats,
 }
 
@@ -156,6 +174,18 @@ impl EventLoop {
             signal_hook::low_level::pipe::register(signal, writer.try_clone()?)?;
         }
 
+        // A chat room spans the loops: let the others reach ours.
+        let inbox = if config.mode == Mode::Ws && config.threads > 1 {
+            let inbox = Arc::new(Inbox {
+                frames: Mutex::new(Vec::new()),
+                waker: Waker::new(poll.registry(), INBOX)?,
+            });
+            lock(&shared.inboxes).push(Arc::clone(&inbox));
+            Some(inbox)
+        } else {
+            None
+        };
+
         let mut page = CannedPage::new(&config.body, &config.content_type);
         let page_second = unix_second();
         page.set_date(SystemTime::now());
@@ -177,6 +207,8 @@ impl EventLoop {
             shutdown_deadline: None,
             rejected_unlogged: 0,
             rejected_logged_at: None,
+            outbox: Vec::new(),
+            inbox,
             config,
             shared,
             stats: Stats::default(),
@@ -203,6 +235,7 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept(now),
                     SIGNAL => self.on_signal(now),
+                    INBOX => self.on_inbox(now),
                     token => self.on_connection_event(token, event, now),
                 }
             }
@@ -359,8 +392,9 @@ impl EventLoop {
             Session::new(self.config.mode),
             now,
         ));
-        // HTTP: the first request head is due within --header-timeout of connecting.
-        let kind = if self.config.mode == Mode::Http {
+        // HTTP (and ws, which starts as HTTP): the first request head is due within
+        // --header-timeout of connecting.
+        let kind = if matches!(self.config.mode, Mode::Http | Mode::Ws) {
             Kind::Header
         } else {
             Kind::Idle
@@ -370,10 +404,11 @@ impl EventLoop {
         debug!("{peer}: accepted as #{key}");
     }
 
-    /// Close a connection we cannot serve. In http mode it first gets a 503: an empty
-    /// send buffer takes those ~100 bytes in one write, so the write either goes or not.
+    /// Close a connection we cannot serve. In http and ws mode (whose clients speak HTTP
+    /// first) it gets a 503: an empty send buffer takes those ~100 bytes in one write, so
+    /// the write either goes or not.
     fn reject(&mut self, mut stream: TcpStream, why: &str, now: Instant) {
-        if self.config.mode == Mode::Http {
+        if matches!(self.config.mode, Mode::Http | Mode::Ws) {
             let _ = stream.write(self.page.unavailable());
             let _ = stream.shutdown(Shutdown::Write);
         }
@@ -418,7 +453,11 @@ impl EventLoop {
     /// Move a connection forward, then fix its timer or close it.
     fn drive(&mut self, key: usize, read_to_end: bool, now: Instant) {
         let before = self.connections.get(key).map(|c| c.bytes_in + c.bytes_out);
-        match self.advance(key, read_to_end) {
+        let step = self.advance(key, read_to_end);
+        if !self.outbox.is_empty() {
+            self.broadcast(now);
+        }
+        match step {
             Step::Close(exit) => self.close(key, exit, now),
             Step::Wait => {
                 let Some(conn) = self.connections.get(key) else {
@@ -431,6 +470,12 @@ impl EventLoop {
                 let want = match (conn.phase, conn.timer.kind()) {
                     (Phase::Lingering, Some(Kind::Linger)) => None,
                     (Phase::Lingering, _) => Some(Kind::Linger),
+                    // A closing connection whose peer stops reading (a stuck tab behind a
+                    // 1008, a client that never reads its 408) must not hold its unsent
+                    // bytes for a whole idle timeout: each write must make progress within
+                    // the linger time.
+                    (Phase::Flushing, Some(Kind::Linger)) if !active => None,
+                    (Phase::Flushing, _) => Some(Kind::Linger),
                     // The header deadline runs from the request's first byte; more bytes of
                     // the same head do not extend it (slowloris drips one a second).
                     (_, Some(Kind::Header)) if waiting_for_head => None,
@@ -496,6 +541,7 @@ impl EventLoop {
                     &mut self.pool,
                     &self.page,
                     &mut self.stats,
+                    &mut self.outbox,
                 );
                 continue;
             }
@@ -513,7 +559,8 @@ impl EventLoop {
             match conn.stream.read(&mut self.read_buffer) {
                 Ok(0) => {
                     // FIN: the peer will send nothing more; our socket is in CLOSE_WAIT
-                    // until we close. Finish writing what we owe, then close.
+                    // until we close. In every mode that ends the conversation: finish
+                    // writing what we owe (an echo server's half-close contract), then close.
                     trace!(
                         "{}: read → 0 (EOF: peer sent FIN, we are in CLOSE_WAIT)",
                         conn.peer
@@ -537,6 +584,7 @@ impl EventLoop {
                             &mut self.pool,
                             &self.page,
                             &mut self.stats,
+                            &mut self.outbox,
                         );
                     }
                     // A short read emptied the socket's receive queue (tcp_recvmsg copies
@@ -619,6 +667,7 @@ impl EventLoop {
                         out_budget: MAX_PENDING_OUTPUT,
                         peer: conn.peer,
                         stats: &mut self.stats,
+                        broadcast: &mut self.outbox,
                     };
                     conn.session.on_header_timeout(&mut self.output, &mut ctx);
                     queue_output(conn, &self.output, &mut self.pool);
@@ -663,6 +712,85 @@ impl EventLoop {
             self.accept(now);
         }
     }
+
+    // ----- broadcasts (ws mode) -----
+    //
+    // A chat message must reach every WebSocket client, but a session sees only its own
+    // connection. So it leaves the encoded frame in `outbox`; at the end of the round the
+    // loop posts it to the other loops' inboxes and delivers it to its own clients.
+
+    /// Deliver this round's broadcasts here, and post them to every other loop.
+    fn broadcast(&mut self, now: Instant) {
+        let frames = std::mem::take(&mut self.outbox);
+        if let Some(own) = &self.inbox {
+            for inbox in lock(&self.shared.inboxes).iter() {
+                if Arc::ptr_eq(inbox, own) {
+                    continue;
+                }
+                lock(&inbox.frames).extend(frames.iter().cloned());
+                // An eventfd write: the other loop's epoll_wait returns with INBOX.
+                if let Err(e) = inbox.waker.wake() {
+                    warn!("could not wake another loop for a broadcast: {e}");
+                }
+            }
+        }
+        self.deliver(&frames, now);
+    }
+
+    /// Another loop posted broadcasts for our clients.
+    fn on_inbox(&mut self, now: Instant) {
+        let frames = match &self.inbox {
+            Some(inbox) => std::mem::take(&mut *lock(&inbox.frames)),
+            None => return,
+        };
+        self.deliver(&frames, now);
+    }
+
+    /// Queue `frames` on every open connection whose session takes them, and write them
+    /// now: "write first" here too. A client too far behind is closed by its session (1008)
+    /// rather than buffered for; nobody is waited for.
+    fn deliver(&mut self, frames: &[Arc<[u8]>], now: Instant) {
+        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let Some(conn) = self.connections.get_mut(key) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            let sent_before = conn.bytes_out;
+            let mut next = Next::Continue;
+            for frame in frames {
+                self.output.clear();
+                let unsent = conn.unsent().len();
+                next = conn
+                    .session
+                    .on_broadcast(frame, unsent, &mut self.output, conn.peer);
+                queue_output(conn, &self.output, &mut self.pool);
+                self.output.clear();
+                if next == Next::CloseAfterFlush {
+                    break;
+                }
+            }
+            if next == Next::CloseAfterFlush {
+                // Flush, shut down, linger: the usual way out, through `advance`.
+                set_phase(conn, Phase::Flushing);
+                self.drive(key, false, now);
+            } else if let Err(e) = flush(conn, &mut self.output, &mut self.pool, &mut self.stats) {
+                self.close(key, Exit::Failed(e), now);
+            } else if conn.bytes_out != sent_before {
+                // Traffic: a client that only listens is not idle.
+                self.timers
+                    .schedule(&mut self.connections, key, Kind::Idle, now);
+            }
+        }
+    }
+}
+
+/// Lock a mutex of the broadcast plumbing. If another loop panicked while holding it, what
+/// it guards is still a list of whole frames: carry on with it rather than panic too.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Hand input to the session and keep what it did not consume. Its answer stays in
@@ -674,6 +802,7 @@ fn offer(
     pool: &mut BufferPool,
     page: &CannedPage,
     stats: &mut Stats,
+    broadcast: &mut Vec<Arc<[u8]>>,
 ) {
     // Usually nothing is held over and the session reads straight from the read buffer;
     // only after a partial request are the new bytes appended to the held ones.
@@ -692,6 +821,7 @@ fn offer(
         out_budget,
         peer: conn.peer,
         stats,
+        broadcast,
     };
     let outcome = conn.session.on_input(input, output, &mut ctx);
     let consumed = outcome.consumed.min(input.len());

@@ -9,7 +9,7 @@
 //! - [`connection`]: one client's socket, its pending bytes and what happens next.
 //! - [`buffers`]: the pool that lends a connection a buffer only while it has bytes waiting.
 //! - [`timers`]: idle, header and linger deadlines as O(1) lists.
-//! - [`protocol`]: echo and HTTP as pure functions of bytes, no socket in sight.
+//! - [`protocol`]: echo, HTTP and WebSocket as pure functions of bytes, no socket in sight.
 //! - [`server`]: starts one loop per thread and adds up their totals at exit.
 //! - [`stats`]: the counters behind the exit line.
 //!

@@ -23,8 +23,8 @@ pub enum Kind {
     Idle = 0,
     /// An HTTP request head left unfinished for --header-timeout (slowloris).
     Header = 1,
-    /// We closed our side and wait for the peer's FIN before close(2), so that its unread
-    /// input doesn't turn our close into a reset.
+    /// Closing: our last bytes must keep moving, then we wait for the peer's FIN before
+    /// close(2), so that its unread input doesn't turn our close into a reset.
     Linger = 2,
 }
 

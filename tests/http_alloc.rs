@@ -85,6 +85,7 @@ fn ten_thousand_pipelined_requests_allocate_nothing() {
             out_budget: usize::MAX,
             peer,
             stats,
+            broadcast: &mut Vec::new(),
         };
         let outcome = session.on_input(&batch, out, &mut ctx);
         assert_eq!(outcome.consumed, batch.len());

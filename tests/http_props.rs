@@ -36,6 +36,7 @@ fn serve(reads: &[&[u8]]) -> Transcript {
             out_budget: usize::MAX,
             peer: SocketAddr::from(([127, 0, 0, 1], 9)),
             stats: &mut stats,
+            broadcast: &mut Vec::new(),
         };
         let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
         unconsumed.drain(..outcome.consumed);

@@ -48,6 +48,7 @@ fuzz_target!(|input: (u8, Vec<u16>, &[u8])| {
                 out_budget,
                 peer: SocketAddr::from(([127, 0, 0, 1], 9)),
                 stats: &mut stats,
+                broadcast: &mut Vec::new(),
             };
             let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
             assert!(outcome.consumed <= unconsumed.len());
@@ -68,6 +69,7 @@ fuzz_target!(|input: (u8, Vec<u16>, &[u8])| {
             out_budget,
             peer: SocketAddr::from(([127, 0, 0, 1], 9)),
             stats: &mut stats,
+            broadcast: &mut Vec::new(),
         };
         next = session.on_header_timeout(&mut out, &mut ctx);
         assert_eq!(next, Next::CloseAfterFlush);

@@ -761,12 +761,6 @@ impl HttpSession {
         self.state = State::Done;
     }
 
-    /// The peer shut its write side: whatever is left unread can never complete.
-    pub fn on_peer_closed(&mut self, unconsumed: usize) -> Next {
-        let _ = unconsumed;
-        Next::CloseAfterFlush
-    }
-
     /// True while waiting for or inside a request head (the header timeout runs then);
     /// false while a body is being discarded, and once the last response is out.
     pub fn in_request_head(&self) -> bool {
@@ -878,12 +872,18 @@ mod tests {
         out_budget: usize,
     }
 
-    fn context<'a>(page: &'a CannedPage, stats: &'a mut Stats, out_budget: usize) -> Context<'a> {
+    fn context<'a>(
+        page: &'a CannedPage,
+        stats: &'a mut Stats,
+        out_budget: usize,
+        broadcast: &'a mut Vec<std::sync::Arc<[u8]>>,
+    ) -> Context<'a> {
         Context {
             page,
             out_budget,
             peer: SocketAddr::from(([127, 0, 0, 1], 40000)),
             stats,
+            broadcast,
         }
     }
 
@@ -913,7 +913,12 @@ mod tests {
             let outcome = self.session.on_input(
                 &pending,
                 &mut out,
-                &mut context(&self.page, &mut self.stats, self.out_budget),
+                &mut context(
+                    &self.page,
+                    &mut self.stats,
+                    self.out_budget,
+                    &mut Vec::new(),
+                ),
             );
             self.out = out;
             self.pending = pending[outcome.consumed..].to_vec();
@@ -925,7 +930,12 @@ mod tests {
             let mut out = std::mem::take(&mut self.out);
             let next = self.session.on_header_timeout(
                 &mut out,
-                &mut context(&self.page, &mut self.stats, self.out_budget),
+                &mut context(
+                    &self.page,
+                    &mut self.stats,
+                    self.out_budget,
+                    &mut Vec::new(),
+                ),
             );
             self.out = out;
             next
@@ -1469,7 +1479,12 @@ mod tests {
         let outcome = peer.session.on_input(
             GET,
             &mut out,
-            &mut context(&peer.page, &mut peer.stats, peer.out_budget),
+            &mut context(
+                &peer.page,
+                &mut peer.stats,
+                peer.out_budget,
+                &mut Vec::new(),
+            ),
         );
         assert_eq!(outcome, Outcome::new(GET.len(), Next::CloseAfterFlush));
         assert!(out.is_empty());
@@ -1535,13 +1550,6 @@ mod tests {
         peer.out.clear();
         assert_eq!(peer.send(b""), GET.len());
         assert_eq!(peer.out, ok(Connection::Persistent));
-    }
-
-    #[test]
-    fn peer_close_closes() {
-        let mut peer = Peer::new();
-        peer.send(b"GET / HT");
-        assert_eq!(peer.session.on_peer_closed(8), Next::CloseAfterFlush);
     }
 
     // --- The pieces the WebSocket handshake reuses --------------------------------------

@@ -13,11 +13,16 @@
 //!   `out` has reached [`Context::out_budget`]) are kept by the loop and offered again,
 //!   with whatever arrives next appended.
 //! - [`Next`] says whether the connection stays open once `out` is written.
+//! - A WebSocket text message goes to every client, not just this one: the session can't
+//!   reach the others, so it leaves the encoded frame in [`Context::broadcast`] and the loop
+//!   delivers it (see [`Session::on_broadcast`]).
 
 pub mod echo;
 pub mod http;
+pub mod ws;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::stats::Stats;
 
@@ -51,15 +56,18 @@ pub enum Mode {
     Echo,
     /// Answer every HTTP/1.x request with one canned page.
     Http,
+    /// Serve the chat page and run its WebSocket chat room.
+    Ws,
 }
 
 impl Mode {
-    /// The port the seed notes used for this mode: their client.c dials 8888 and their
-    /// server.c listens on 8889.
+    /// The port the seed notes used for this mode: their client.c dials 8888, their
+    /// server.c listens on 8889, and their chat page connects to 3000.
     pub fn default_port(self) -> u16 {
         match self {
             Mode::Echo => 8888,
             Mode::Http => 8889,
+            Mode::Ws => 3000,
         }
     }
 
@@ -67,6 +75,7 @@ impl Mode {
         match self {
             Mode::Echo => "echo",
             Mode::Http => "http",
+            Mode::Ws => "ws",
         }
     }
 }
@@ -81,6 +90,10 @@ pub struct Context<'a> {
     /// The peer, for log lines.
     pub peer: SocketAddr,
     pub stats: &'a mut Stats,
+    /// Frames for every WebSocket client of every loop, the sender included (ws mode). A
+    /// server's frames are not masked (RFC 6455 §5.1), so one encoding serves every
+    /// recipient and each gets a reference, not a copy.
+    pub broadcast: &'a mut Vec<Arc<[u8]>>,
 }
 
 /// One connection's protocol state. An enum rather than a trait object: the loop is
@@ -89,6 +102,7 @@ pub struct Context<'a> {
 pub enum Session {
     Echo,
     Http(http::HttpSession),
+    Ws(ws::WsSession),
 }
 
 impl Session {
@@ -96,6 +110,7 @@ impl Session {
         match mode {
             Mode::Echo => Session::Echo,
             Mode::Http => Session::Http(http::HttpSession::new()),
+            Mode::Ws => Session::Ws(ws::WsSession::default()),
         }
     }
 
@@ -104,16 +119,7 @@ impl Session {
         match self {
             Session::Echo => echo::on_input(input, out, ctx),
             Session::Http(http) => http.on_input(input, out, ctx),
-        }
-    }
-
-    /// The peer shut down its write side (read returned 0). `unconsumed` bytes of an
-    /// unfinished message are still buffered.
-    pub fn on_peer_closed(&mut self, unconsumed: usize) -> Next {
-        match self {
-            // Echo everything back, then close: the half-close contract of an echo server.
-            Session::Echo => Next::CloseAfterFlush,
-            Session::Http(http) => http.on_peer_closed(unconsumed),
+            Session::Ws(ws) => ws.on_input(input, out, ctx),
         }
     }
 
@@ -122,6 +128,7 @@ impl Session {
         match self {
             Session::Echo => false,
             Session::Http(http) => http.in_request_head(),
+            Session::Ws(ws) => ws.in_request_head(),
         }
     }
 
@@ -130,6 +137,7 @@ impl Session {
         match self {
             Session::Echo => Next::CloseAfterFlush,
             Session::Http(http) => http.on_header_timeout(out, ctx),
+            Session::Ws(ws) => ws.on_header_timeout(out, ctx),
         }
     }
 
@@ -137,10 +145,28 @@ impl Session {
     /// soon as its pending output is written; `Continue` when it is mid-request and should
     /// close after answering it.
     pub fn on_shutdown(&mut self, unconsumed: usize, out: &mut Vec<u8>) -> Next {
-        let _ = out;
         match self {
             Session::Echo => Next::CloseAfterFlush,
             Session::Http(http) => http.on_shutdown(unconsumed),
+            // A WebSocket client gets a close frame with 1001, "going away".
+            Session::Ws(ws) => ws.on_shutdown(out),
+        }
+    }
+
+    /// Another client said something to the room: `frame` is the encoded message, for
+    /// this connection to send if it is an open WebSocket. `unsent` is how much of its
+    /// earlier output the peer has not read yet: a client too far behind is closed rather
+    /// than buffered for without end.
+    pub fn on_broadcast(
+        &mut self,
+        frame: &[u8],
+        unsent: usize,
+        out: &mut Vec<u8>,
+        peer: SocketAddr,
+    ) -> Next {
+        match self {
+            Session::Echo | Session::Http(_) => Next::Continue,
+            Session::Ws(ws) => ws.on_broadcast(frame, unsent, out, peer),
         }
     }
 }

@@ -1,0 +1,367 @@
+//! WebSocket mode, as a browser (or any WebSocket client) sees it: the page, the handshake,
+//! the chat room, the close codes, a slow consumer, several loops, and shutdown.
+//!
+//! The client is tungstenite in its client role over a blocking std `TcpStream`: another
+//! role and another code path than the server's. Frames the client library would refuse to
+//! send (unmasked, invalid UTF-8, reserved opcodes) are written to the socket by hand.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+type Client = WebSocket<TcpStream>;
+
+const GREETING: &str = "hello, I am a server";
+
+fn ws_server(extra: &[&str]) -> Server {
+    let mut args = vec!["--mode", "ws"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Open a WebSocket to the server and read its greeting.
+fn join(server: &Server) -> Client {
+    let mut client = connect(server);
+    assert_eq!(next_message(&mut client), Message::text(GREETING));
+    client
+}
+
+/// Open a WebSocket, leaving the greeting unread.
+fn connect(server: &Server) -> Client {
+    let stream = server.connect();
+    let url = format!("ws://{}/", server.addr);
+    let (client, response) = tungstenite::client(url, stream).expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    client
+}
+
+/// The next data or close message; pings and pongs are skipped.
+fn next_message(client: &mut Client) -> Message {
+    loop {
+        match client.read().expect("read a message") {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            message => return message,
+        }
+    }
+}
+
+/// The code of the close frame the server sends next, skipping any data before it.
+fn close_code(client: &mut Client) -> CloseCode {
+    loop {
+        match client.read().expect("read until the close frame") {
+            Message::Close(Some(frame)) => return frame.code,
+            Message::Close(None) => panic!("a close frame without a code"),
+            _ => continue,
+        }
+    }
+}
+
+/// A client frame written by hand: masked (unless `masked` is false), payload under 126.
+fn raw_frame(first_byte: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mask = [0xa1, 0xb2, 0xc3, 0xd4];
+    let mut frame = vec![first_byte, payload.len() as u8];
+    if masked {
+        frame[1] |= 0x80;
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
+fn send_raw(client: &mut Client, bytes: &[u8]) {
+    client.get_mut().write_all(bytes).expect("write raw frame");
+}
+
+/// Send a request by hand and read the whole answer, up to the server's close.
+fn http_exchange(server: &Server, request: &str) -> String {
+    let mut stream = server.connect();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .expect("read until the server closes");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The server's connection is gone: the client reads end of stream or an error.
+fn assert_closed(client: &mut Client) {
+    match client.read() {
+        Err(_) => {}
+        Ok(message) => panic!("expected the connection closed, got {message:?}"),
+    }
+}
+
+#[test]
+fn every_client_is_greeted_on_open() {
+    let server = ws_server(&[]);
+    let _client = join(&server);
+}
+
+#[test]
+fn get_slash_serves_the_chat_page() {
+    let server = ws_server(&[]);
+    let answer = http_exchange(
+        &server,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("Content-Type: text/html; charset=utf-8\r\n"));
+    // The page connects back to wherever it came from, not to localhost:3000.
+    assert!(answer.contains("new WebSocket(`ws://${location.host}/`)"));
+    assert!(answer.contains("Client message: Hi!"));
+    assert!(answer.trim_end().ends_with("</html>"));
+}
+
+#[test]
+fn other_paths_get_404() {
+    let server = ws_server(&[]);
+    let answer = http_exchange(&server, "GET /chat HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+}
+
+#[test]
+fn a_bad_handshake_gets_400_with_the_version_we_speak() {
+    let server = ws_server(&[]);
+    for (key, version) in [
+        ("", "13"),                        // missing key
+        ("bm90IDE2IGJ5dGVz", "13"),        // base64, but of 12 bytes
+        ("dGhlIHNhbXBsZSBub25jZQ==", "8"), // an old draft's version
+    ] {
+        let key_line = match key {
+            "" => String::new(),
+            key => format!("Sec-WebSocket-Key: {key}\r\n"),
+        };
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             {key_line}Sec-WebSocket-Version: {version}\r\n\r\n"
+        );
+        let answer = http_exchange(&server, &request);
+        assert!(
+            answer.starts_with("HTTP/1.1 400 "),
+            "{key:?} {version}: {answer}"
+        );
+        assert!(answer.contains("Sec-WebSocket-Version: 13\r\n"), "{answer}");
+    }
+}
+
+#[test]
+fn a_handshake_that_never_ends_gets_408_at_the_header_timeout() {
+    let server = ws_server(&["--header-timeout", "0.3"]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn over_max_conns_a_browser_gets_503() {
+    let server = ws_server(&["--max-conns", "1"]);
+    let _client = join(&server);
+    // The answer comes at accept, before any request; sending none means no unread input
+    // on the server's side, whose close would then be a reset.
+    let mut answer = Vec::new();
+    server.connect().read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+}
+
+#[test]
+fn a_text_message_reaches_every_client_including_the_sender() {
+    let mut server = ws_server(&[]);
+    let mut clients: Vec<Client> = (0..3).map(|_| join(&server)).collect();
+    clients[1]
+        .send(Message::text("Client message: Hi!"))
+        .unwrap();
+    for client in &mut clients {
+        assert_eq!(next_message(client), Message::text("Client message: Hi!"));
+    }
+    let line = server.wait_for_log("received from", Duration::from_secs(5));
+    assert!(
+        line.as_deref()
+            .is_some_and(|l| l.ends_with(": Client message: Hi!")),
+        "{line:?}"
+    );
+}
+
+#[test]
+fn a_binary_message_is_echoed_to_its_sender_only() {
+    let server = ws_server(&[]);
+    let mut sender = join(&server);
+    let mut other = join(&server);
+    sender.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    assert_eq!(
+        next_message(&mut sender),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    // The other client hears the next text message, and nothing before it.
+    sender.send(Message::text("after the binary")).unwrap();
+    assert_eq!(next_message(&mut other), Message::text("after the binary"));
+}
+
+#[test]
+fn a_ping_gets_a_pong() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    client.send(Message::Ping("are you there".into())).unwrap();
+    match client.read().unwrap() {
+        Message::Pong(payload) => assert_eq!(&payload[..], b"are you there"),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_close_frame_is_answered_and_the_connection_closed() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    client.close(None).unwrap();
+    // tungstenite reports the server's answering close frame, then the end of the stream.
+    loop {
+        match client.read() {
+            Ok(Message::Close(_)) | Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("expected a clean close, got {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_message_of_exactly_1_mib_is_taken() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    let message = "x".repeat(1024 * 1024);
+    client.send(Message::text(message.clone())).unwrap();
+    assert_eq!(next_message(&mut client), Message::text(message));
+}
+
+#[test]
+fn a_message_over_1_mib_gets_1009() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    client
+        .send(Message::text("x".repeat(1024 * 1024 + 1)))
+        .unwrap();
+    assert_eq!(close_code(&mut client), CloseCode::Size);
+}
+
+#[test]
+fn invalid_utf8_in_a_text_message_gets_1007() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    send_raw(
+        &mut client,
+        &raw_frame(0x81, &[b'o', b'k', 0xc3, 0x28], true),
+    );
+    assert_eq!(close_code(&mut client), CloseCode::Invalid);
+}
+
+#[test]
+fn an_unmasked_client_frame_gets_1002() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    send_raw(&mut client, &raw_frame(0x81, b"hi", false));
+    assert_eq!(close_code(&mut client), CloseCode::Protocol);
+}
+
+#[test]
+fn a_reserved_opcode_gets_1002() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    send_raw(&mut client, &raw_frame(0x83, b"", true));
+    assert_eq!(close_code(&mut client), CloseCode::Protocol);
+}
+
+#[test]
+fn a_slow_consumer_is_closed_with_1008_while_the_room_goes_on() {
+    let mut server = ws_server(&[]);
+    // A client that stops reading. Its receive buffer is pinned small (SO_RCVBUF turns off
+    // the kernel's autotuning), so the server's queue for it fills soon.
+    let slow_socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    slow_socket.set_recv_buffer_size(16 * 1024).unwrap();
+    slow_socket.connect(&server.addr.into()).unwrap();
+    let slow_stream: TcpStream = slow_socket.into();
+    slow_stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (mut slow, _) = tungstenite::client(format!("ws://{}/", server.addr), slow_stream).unwrap();
+
+    let mut sender = join(&server);
+    let mut listener = join(&server);
+    // 64 KiB at a time, until the server gives up on the slow client. The server's send
+    // buffer for it can grow to net.ipv4.tcp_wmem's maximum (4 MiB here) before its queue
+    // starts, so this takes some 6 MiB; the bound is well past that.
+    let chunk = "m".repeat(64 * 1024);
+    let started = Instant::now();
+    let mut sent = 0;
+    while server
+        .wait_for_log("too slow", Duration::from_millis(1))
+        .is_none()
+    {
+        assert!(sent < 1000, "the slow client was never closed");
+        sender.send(Message::text(chunk.clone())).unwrap();
+        assert_eq!(next_message(&mut sender), Message::text(chunk.clone()));
+        assert_eq!(next_message(&mut listener), Message::text(chunk.clone()));
+        sent += 1;
+    }
+    eprintln!(
+        "slow client closed after {sent} messages, {:?}",
+        started.elapsed()
+    );
+
+    // The others chat on.
+    sender.send(Message::text("still here")).unwrap();
+    assert_eq!(next_message(&mut listener), Message::text("still here"));
+    assert_eq!(next_message(&mut sender), Message::text("still here"));
+
+    // The slow client, reading at last, gets what was queued, then 1008.
+    assert_eq!(close_code(&mut slow), CloseCode::Policy);
+}
+
+#[test]
+fn with_two_loops_a_broadcast_reaches_the_clients_of_both() {
+    let server = ws_server(&["--threads", "2"]);
+    // SO_REUSEPORT hashes each connection to one loop: with 16 clients, the chance that
+    // all land on the same loop is 2 in 65,536.
+    let mut clients: Vec<Client> = (0..16).map(|_| join(&server)).collect();
+    for (i, sender) in [0, 7, 15].into_iter().enumerate() {
+        let text = format!("message {i} from client {sender}");
+        clients[sender].send(Message::text(text.clone())).unwrap();
+        for client in &mut clients {
+            assert_eq!(next_message(client), Message::text(text.clone()));
+        }
+    }
+}
+
+#[test]
+fn sigterm_sends_1001_to_every_client_and_exits_0() {
+    let mut server = ws_server(&["--threads", "2"]);
+    let mut clients: Vec<Client> = (0..4).map(|_| join(&server)).collect();
+    server.signal(libc::SIGTERM);
+    for client in &mut clients {
+        assert_eq!(close_code(client), CloseCode::Away);
+    }
+    // Each client answers the close, as a browser would; the server then closes.
+    for client in &mut clients {
+        let _ = client.close(None);
+        let _ = client.flush();
+    }
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{:?}", server.log);
+    for client in &mut clients {
+        assert_closed(client);
+    }
+}

@@ -1,0 +1,142 @@
+//! Property: how the peer's bytes are cut into reads never changes what ws mode answers.
+//!
+//! A WebSocket connection is HTTP first (the page, then the handshake) and frames after, and
+//! a read may end anywhere: inside a request head, between the handshake and the first
+//! frame, inside a frame's header or its masked payload. Fed in any chunks the way the loop
+//! feeds it, the session must write the same bytes, broadcast the same frames and come to
+//! the same decision as when fed everything at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proptest::prelude::*;
+use sockloop::protocol::http::{CannedPage, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
+use sockloop::protocol::{Context, Mode, Next, Session};
+use sockloop::stats::Stats;
+
+/// Everything a connection produced.
+#[derive(Debug, PartialEq, Eq)]
+struct Transcript {
+    out: Vec<u8>,
+    broadcast: Vec<Arc<[u8]>>,
+    next: Next,
+    requests: u64,
+    messages: u64,
+}
+
+/// Feed `reads` one after another the way the loop does: what was not consumed is offered
+/// again with the next read appended.
+fn serve(reads: &[&[u8]]) -> Transcript {
+    let mut page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+    page.set_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let mut stats = Stats::default();
+    let mut session = Session::new(Mode::Ws);
+    let (mut unconsumed, mut out, mut broadcast) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = Next::Continue;
+    for read in reads {
+        unconsumed.extend_from_slice(read);
+        let mut ctx = Context {
+            page: &page,
+            out_budget: usize::MAX,
+            peer: SocketAddr::from(([127, 0, 0, 1], 9)),
+            stats: &mut stats,
+            broadcast: &mut broadcast,
+        };
+        let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
+        unconsumed.drain(..outcome.consumed);
+        next = outcome.next;
+        if next == Next::CloseAfterFlush {
+            break;
+        }
+    }
+    Transcript {
+        out,
+        broadcast,
+        next,
+        requests: stats.requests,
+        messages: stats.messages,
+    }
+}
+
+/// A client frame (RFC 6455 §5.2): FIN, the opcode, the mask bit, 7/16-bit length, the
+/// mask key, the masked payload.
+fn client_frame(opcode: u8, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// A text, binary or ping frame, any mask, any payload (text stays valid UTF-8).
+fn frame() -> impl Strategy<Value = Vec<u8>> {
+    let mask = any::<[u8; 4]>();
+    prop_oneof![
+        (mask, "[a-zé ]{0,200}").prop_map(|(m, t)| client_frame(0x1, m, t.as_bytes())),
+        (mask, prop::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(m, b)| client_frame(0x2, m, &b)),
+        (mask, prop::collection::vec(any::<u8>(), 0..125))
+            .prop_map(|(m, b)| client_frame(0x9, m, &b)),
+    ]
+}
+
+/// A page load, then the handshake, then frames, then maybe a close: one stream.
+fn conversation() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<bool>(),
+        prop::collection::vec(frame(), 0..8),
+        any::<bool>(),
+    )
+        .prop_map(|(page_first, frames, close)| {
+            let mut stream = Vec::new();
+            if page_first {
+                stream.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            }
+            stream.extend_from_slice(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            );
+            for frame in frames {
+                stream.extend(frame);
+            }
+            if close {
+                stream.extend(client_frame(0x8, [1, 2, 3, 4], &1000u16.to_be_bytes()));
+            }
+            stream
+        })
+}
+
+/// Cut `stream` at the given points (taken modulo its length).
+fn split<'a>(stream: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    at.push(0);
+    at.push(stream.len());
+    at.sort_unstable();
+    at.dedup();
+    at.windows(2).map(|w| &stream[w[0]..w[1]]).collect()
+}
+
+proptest! {
+    #[test]
+    fn any_split_of_a_conversation_gives_the_same_transcript(
+        stream in conversation(),
+        cuts in prop::collection::vec(any::<usize>(), 0..24),
+    ) {
+        let whole = serve(&[&stream]);
+        prop_assert!(whole.out.starts_with(b"HTTP/1.1 "));
+        prop_assert_eq!(serve(&split(&stream, &cuts)), whole);
+    }
+
+    #[test]
+    fn a_byte_at_a_time_gives_the_same_transcript(stream in conversation()) {
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        prop_assert_eq!(serve(&bytes), serve(&[&stream]));
+    }
+}
