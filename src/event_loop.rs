@@ -52,9 +52,12 @@ const SIGNAL: Token = Token(usize::MAX - 1);
 /// Another loop left broadcasts in this loop's inbox (ws mode with --threads above 1).
 const INBOX: Token = Token(usize::MAX - 2);
 
-/// One read takes at most this much. 64 KiB matches the largest single skb a loopback
-/// socket hands over in one go; a larger buffer rarely fills, a smaller one costs syscalls.
-const READ_BUFFER_SIZE: usize = 64 * 1024;
+/// One read takes at most this much. A loopback skb carries up to 64 KiB, and a 64 KiB
+/// message is a common size (echo_load's big case). With a buffer of exactly 64 KiB such a
+/// read fills it, so the loop cannot tell the queue is empty and reads again, only to be
+/// told EAGAIN: one wasted syscall per message. Twice that size makes the read short, and a
+/// short read means drained (see `advance`). It is one buffer per loop, not per connection.
+const READ_BUFFER_SIZE: usize = 128 * 1024;
 /// How long a closing connection may go without progress: its last bytes must keep being
 /// read, and then the peer's FIN must come (nginx's lingering_timeout is 5 s).
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -494,10 +497,15 @@ impl EventLoop {
         let Some(conn) = self.connections.get_mut(key) else {
             return Step::Wait;
         };
+        debug_assert!(
+            self.output.is_empty(),
+            "another connection's answer left behind"
+        );
         let mut drained = false;
         loop {
-            // 1. Write first: bytes the kernel refused last time go before anything new.
-            if let Err(e) = flush(conn, &mut self.pool, &mut self.stats) {
+            // 1. Write first: bytes the kernel refused last time go before anything new, then
+            //    the answer `offer` just built.
+            if let Err(e) = flush(conn, &mut self.output, &mut self.pool, &mut self.stats) {
                 return Step::Close(Exit::Failed(e));
             }
             let unsent = conn.unsent().len();
@@ -632,6 +640,7 @@ impl EventLoop {
                 .session
                 .on_shutdown(conn.pending_input.len(), &mut self.output);
             queue_output(conn, &self.output, &mut self.pool);
+            self.output.clear();
             if next == Next::CloseAfterFlush {
                 set_phase(conn, Phase::Flushing);
             }
@@ -662,6 +671,7 @@ impl EventLoop {
                     };
                     conn.session.on_header_timeout(&mut self.output, &mut ctx);
                     queue_output(conn, &self.output, &mut self.pool);
+                    self.output.clear();
                     set_phase(conn, Phase::Flushing);
                     self.drive(key, false, now);
                 }
@@ -757,6 +767,7 @@ impl EventLoop {
                     .session
                     .on_broadcast(frame, unsent, &mut self.output, conn.peer);
                 queue_output(conn, &self.output, &mut self.pool);
+                self.output.clear();
                 if next == Next::CloseAfterFlush {
                     break;
                 }
@@ -765,7 +776,7 @@ impl EventLoop {
                 // Flush, shut down, linger: the usual way out, through `advance`.
                 set_phase(conn, Phase::Flushing);
                 self.drive(key, false, now);
-            } else if let Err(e) = flush(conn, &mut self.pool, &mut self.stats) {
+            } else if let Err(e) = flush(conn, &mut self.output, &mut self.pool, &mut self.stats) {
                 self.close(key, Exit::Failed(e), now);
             } else if conn.bytes_out != sent_before {
                 // Traffic: a client that only listens is not idle.
@@ -782,7 +793,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Hand input to the session, keep what it did not consume, and write its answer.
+/// Hand input to the session and keep what it did not consume. Its answer stays in
+/// `output`, for the `flush` that the loop calls next.
 fn offer(
     conn: &mut Connection,
     new_input: &[u8],
@@ -823,14 +835,14 @@ fn offer(
         conn.pending_input = pool.take();
         conn.pending_input.extend_from_slice(&new_input[consumed..]);
     }
-    queue_output(conn, output, pool);
     if outcome.next == Next::CloseAfterFlush {
         set_phase(conn, Phase::Flushing);
     }
 }
 
-/// Make `output` the connection's to send. It is written by the next `flush`, which the
-/// loop calls straight away: "write first, poll later".
+/// Make `output` the connection's to send, after what it already owes. The next `flush`
+/// writes it. Used where the answer is not written straight away (shutdown, timeouts) and
+/// for the tail of one the kernel did not take.
 fn queue_output(conn: &mut Connection, output: &[u8], pool: &mut BufferPool) {
     if output.is_empty() {
         return;
@@ -846,18 +858,74 @@ fn queue_output(conn: &mut Connection, output: &[u8], pool: &mut BufferPool) {
     conn.pending_output.extend_from_slice(output);
 }
 
-/// Write pending output until it is all sent or the kernel's send buffer is full.
-fn flush(conn: &mut Connection, pool: &mut BufferPool, stats: &mut Stats) -> io::Result<()> {
-    while !conn.unsent().is_empty() {
-        match conn.stream.write(&conn.pending_output[conn.output_sent..]) {
+/// Write what the connection owes until it is all sent or the kernel's send buffer is full:
+/// first the bytes the kernel refused earlier, then the loop's `output` (the answer `offer`
+/// just built), straight from the loop's buffer. "Write first, poll later": usually the
+/// kernel takes the whole answer and it is never copied; only a tail the kernel refuses
+/// moves into a buffer of the connection's own. `output` is left empty.
+fn flush(
+    conn: &mut Connection,
+    output: &mut Vec<u8>,
+    pool: &mut BufferPool,
+    stats: &mut Stats,
+) -> io::Result<()> {
+    // `output` is the loop's, shared by every connection: it must be empty when we return,
+    // error or not, or the next connection would send this one's answer.
+    if !conn.unsent().is_empty() {
+        let written = match write_until_blocked(conn, conn.output_sent, None, stats) {
+            Ok(written) => written,
+            Err(e) => {
+                output.clear();
+                return Err(e);
+            }
+        };
+        conn.output_sent += written;
+        if conn.unsent().is_empty() {
+            pool.give_back(&mut conn.pending_output);
+            conn.output_sent = 0;
+        }
+    }
+    if output.is_empty() {
+        return Ok(());
+    }
+    let written = if conn.unsent().is_empty() {
+        match write_until_blocked(conn, 0, Some(output), stats) {
+            Ok(written) => written,
+            Err(e) => {
+                output.clear();
+                return Err(e);
+            }
+        }
+    } else {
+        0 // still owing older bytes: the new ones queue behind them
+    };
+    queue_output(conn, &output[written..], pool);
+    output.clear();
+    Ok(())
+}
+
+/// Write `bytes` (or, when `None`, the connection's pending output from `from`) until all of
+/// it is written or the kernel says WouldBlock; returns how much was written.
+fn write_until_blocked(
+    conn: &mut Connection,
+    from: usize,
+    bytes: Option<&[u8]>,
+    stats: &mut Stats,
+) -> io::Result<usize> {
+    let mut written = 0;
+    loop {
+        let rest = match bytes {
+            Some(bytes) => &bytes[written..],
+            None => &conn.pending_output[from + written..],
+        };
+        if rest.is_empty() {
+            return Ok(written);
+        }
+        match conn.stream.write(rest) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                trace!(
-                    "{}: write → {n} of {} bytes",
-                    conn.peer,
-                    conn.unsent().len()
-                );
-                conn.output_sent += n;
+                trace!("{}: write → {n} of {} bytes", conn.peer, rest.len());
+                written += n;
                 conn.bytes_out += n as u64;
                 stats.bytes_out += n as u64;
             }
@@ -867,9 +935,9 @@ fn flush(conn: &mut Connection, pool: &mut BufferPool, stats: &mut Stats) -> io:
                 trace!(
                     "{}: write → WouldBlock ({} bytes wait)",
                     conn.peer,
-                    conn.unsent().len()
+                    rest.len()
                 );
-                return Ok(());
+                return Ok(written);
             }
             Err(e) if interrupted(&e) => {}
             Err(e) => {
@@ -878,9 +946,6 @@ fn flush(conn: &mut Connection, pool: &mut BufferPool, stats: &mut Stats) -> io:
             }
         }
     }
-    pool.give_back(&mut conn.pending_output);
-    conn.output_sent = 0;
-    Ok(())
 }
 
 fn set_phase(conn: &mut Connection, phase: Phase) {

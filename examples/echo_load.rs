@@ -1,0 +1,340 @@
+//! A load generator for `sockloop --mode echo`: N connections, each with one message of S
+//! bytes in flight, for D seconds.
+//!
+//! ```text
+//! cargo run --release --example echo_load -- --addr 127.0.0.1:8888 \
+//!     --conns 50 --size 64 --duration 10 --server-pid "$(pgrep -n sockloop)"
+//! ```
+//!
+//! One mio loop drives every connection, as the server does: on a 2-core machine with the
+//! server on one core, a thread per connection would spend the other core switching between
+//! threads instead of sending. Each connection writes its message, waits until the whole
+//! message has come back (checking every byte), and writes the next one.
+//!
+//! It prints messages per second, MB/s of echoed payload (one direction, 10^6 bytes), and,
+//! given `--server-pid`, the server's CPU time per message: the sum over the server's threads
+//! of the first field of `/proc/PID/task/TID/schedstat` (nanoseconds on a CPU, see
+//! `Documentation/scheduler/sched-stats.rst`), before and after the run. Kernel time counts
+//! too, and on loopback that includes the TCP work of delivering the server's replies.
+//! The last line, `RESULT key=value …`, is for scripts.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+#[derive(Debug, Parser)]
+#[command(about = "Echo load generator: N connections, one S-byte message in flight on each")]
+struct Args {
+    /// The echo server's address.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    addr: SocketAddr,
+    /// Connections, each with one message in flight.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Seconds to run, after every connection is established.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// The server's process id, to report its CPU time per message.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Check only the first message on each connection instead of every one. Comparing
+    /// 64 KiB costs the client a few microseconds a message, about a sixth of its CPU time,
+    /// and at 64 KiB the client's CPU is what limits the rate.
+    #[arg(long)]
+    verify_first_only: bool,
+}
+
+/// One connection: where it is in sending and receiving the current message.
+struct Conn {
+    stream: TcpStream,
+    sent: usize,
+    received: usize,
+    /// Compare what comes back with what was sent.
+    verify: bool,
+}
+
+/// What went wrong on a connection; any of these ends the run.
+#[derive(Debug)]
+enum Failure {
+    Io(io::Error),
+    /// The server closed the connection (read returned 0) mid-run.
+    Closed,
+    /// The server sent back bytes we did not send.
+    Corrupt {
+        at: usize,
+    },
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Io(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("echo_load: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if args.conns == 0 || args.size == 0 {
+        return Err("--conns and --size must be above 0".to_string());
+    }
+    // A pattern that does not repeat every 256 bytes, so a reordered chunk is noticed.
+    let payload: Vec<u8> = (0..args.size).map(|i| (i % 251) as u8).collect();
+    let mut scratch = vec![0u8; 64 * 1024];
+
+    let mut poll = Poll::new().map_err(|e| format!("epoll_create: {e}"))?;
+    let mut conns = Vec::with_capacity(args.conns);
+    for i in 0..args.conns {
+        // A blocking connect keeps this simple: N connections to loopback take milliseconds.
+        let std_stream = std::net::TcpStream::connect(args.addr)
+            .map_err(|e| format!("connect {} (#{i}): {e}", args.addr))?;
+        std_stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        std_stream
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::from_std(std_stream);
+        poll.registry()
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| format!("epoll_ctl: {e}"))?;
+        conns.push(Conn {
+            stream,
+            sent: 0,
+            received: 0,
+            verify: true,
+        });
+    }
+
+    let server_cpu_before = args.server_pid.map(cpu_ns_of_process).transpose()?;
+    let client_cpu_before = cpu_ns_of_process(std::process::id())?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let mut messages: u64 = 0;
+
+    // Start every connection's first message; from then on, events drive them.
+    for conn in &mut conns {
+        if let Err(f) = drive(
+            conn,
+            &payload,
+            &mut scratch,
+            &mut messages,
+            false,
+            args.verify_first_only,
+        ) {
+            return Err(describe(f));
+        }
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut stopping = false;
+    let mut in_flight = conns.len();
+    while in_flight > 0 {
+        let now = Instant::now();
+        if !stopping && now >= deadline {
+            // No new messages from here on; the ones in flight finish (and are counted) so
+            // that the server is idle when we read its CPU time.
+            stopping = true;
+        }
+        let timeout = if stopping {
+            Duration::from_secs(5)
+        } else {
+            deadline - now
+        };
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("epoll_wait: {e}")),
+        }
+        if stopping && events.is_empty() {
+            return Err(format!(
+                "{in_flight} messages still unanswered 5 s after the end"
+            ));
+        }
+        for event in events.iter() {
+            let conn = &mut conns[event.token().0];
+            if conn.sent == 0 {
+                continue; // already finished its last message
+            }
+            match drive(
+                conn,
+                &payload,
+                &mut scratch,
+                &mut messages,
+                stopping,
+                args.verify_first_only,
+            ) {
+                Ok(true) => in_flight -= 1,
+                Ok(false) => {}
+                Err(f) => return Err(describe(f)),
+            }
+        }
+        if !stopping && Instant::now() >= deadline {
+            stopping = true;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let client_cpu = cpu_ns_of_process(std::process::id())? - client_cpu_before;
+    let server_cpu = match (args.server_pid, server_cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_ns_of_process(pid)? - before),
+        _ => None,
+    };
+
+    let msgs_per_s = messages as f64 / elapsed;
+    let mb_per_s = messages as f64 * args.size as f64 / elapsed / 1e6;
+    println!(
+        "{} conns x {} B, {:.2} s: {} messages, {:.0} msgs/s, {:.1} MB/s ({:.3} GB/s) echoed",
+        args.conns,
+        args.size,
+        elapsed,
+        messages,
+        msgs_per_s,
+        mb_per_s,
+        mb_per_s / 1e3
+    );
+    println!(
+        "client CPU: {:.0}% of one core, {:.0} ns per message",
+        client_cpu as f64 / elapsed / 1e7,
+        client_cpu as f64 / messages.max(1) as f64
+    );
+    let server_ns_per_msg = server_cpu.map(|ns| ns as f64 / messages.max(1) as f64);
+    if let (Some(ns), Some(per_msg)) = (server_cpu, server_ns_per_msg) {
+        println!(
+            "server CPU: {:.0}% of one core, {:.0} ns per message",
+            ns as f64 / elapsed / 1e7,
+            per_msg
+        );
+    }
+    println!(
+        "RESULT conns={} size={} seconds={:.3} messages={} msgs_per_s={:.0} mb_per_s={:.1} \
+         server_cpu_ns_per_msg={} client_cpu_ns_per_msg={:.0}",
+        args.conns,
+        args.size,
+        elapsed,
+        messages,
+        msgs_per_s,
+        mb_per_s,
+        server_ns_per_msg.map_or_else(|| "-".to_string(), |v| format!("{v:.0}")),
+        client_cpu as f64 / messages.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Move one connection forward until the kernel says WouldBlock. Returns true once the
+/// connection has finished its last message (after `stopping`).
+///
+/// Writing and reading are both tried while a message is only partly sent: a 64 KiB
+/// message does not fit the socket buffers in one go, and the server echoes the first
+/// part before we have sent the last, so we must read while we write or both sides block.
+fn drive(
+    conn: &mut Conn,
+    payload: &[u8],
+    scratch: &mut [u8],
+    messages: &mut u64,
+    stopping: bool,
+    verify_first_only: bool,
+) -> Result<bool, Failure> {
+    loop {
+        // 1. Send what is left of the message.
+        let mut write_blocked = false;
+        let started_now = conn.sent == 0;
+        while conn.sent < payload.len() {
+            match conn.stream.write(&payload[conn.sent..]) {
+                Ok(0) => return Err(Failure::Closed),
+                Ok(n) => conn.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    write_blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // A message sent whole in this call cannot have been answered yet: skip the read
+        // that would only say EAGAIN. The reply is a new edge, and epoll reports it.
+        if started_now && !write_blocked {
+            return Ok(false);
+        }
+
+        // 2. Read what has come back.
+        let want = conn.sent - conn.received;
+        if want == 0 {
+            return Ok(false); // blocked writing, nothing owed to us
+        }
+        let len = want.min(scratch.len());
+        match conn.stream.read(&mut scratch[..len]) {
+            Ok(0) => return Err(Failure::Closed),
+            Ok(n) => {
+                let expected = &payload[conn.received..conn.received + n];
+                if conn.verify && scratch[..n] != *expected {
+                    let at = conn.received
+                        + scratch[..n]
+                            .iter()
+                            .zip(expected)
+                            .position(|(a, b)| a != b)
+                            .unwrap_or(0);
+                    return Err(Failure::Corrupt { at });
+                }
+                conn.received += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+
+        // 3. A whole message is back: count it and start the next.
+        if conn.received == payload.len() {
+            *messages += 1;
+            conn.received = 0;
+            conn.verify = !verify_first_only;
+            if stopping {
+                conn.sent = 0;
+                return Ok(true);
+            }
+            conn.sent = 0;
+        }
+    }
+}
+
+fn describe(failure: Failure) -> String {
+    match failure {
+        Failure::Io(e) => format!("connection failed: {e}"),
+        Failure::Closed => "the server closed a connection".to_string(),
+        Failure::Corrupt { at } => format!("echoed bytes differ from those sent, at offset {at}"),
+    }
+}
+
+/// Nanoseconds on a CPU of every thread of a process: the first field of each
+/// `/proc/PID/task/TID/schedstat`. A thread that exits between listing and reading is
+/// skipped (its time is lost, which for a server under test means a thread died anyway).
+fn cpu_ns_of_process(pid: u32) -> Result<u64, String> {
+    let tasks = format!("/proc/{pid}/task");
+    let entries = fs::read_dir(&tasks).map_err(|e| format!("{tasks}: {e}"))?;
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Ok(text) = fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        let on_cpu = text.split_whitespace().next().and_then(|f| f.parse().ok());
+        total += on_cpu.unwrap_or(0u64);
+    }
+    Ok(total)
+}
