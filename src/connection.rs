@@ -50,6 +50,13 @@ pub struct Connection {
     pub output_sent: usize,
     /// The peer sent FIN: read(2) returned 0. The socket is in CLOSE_WAIT.
     pub peer_closed: bool,
+    /// epoll reported input that we have not read to the end yet. With edge-triggered
+    /// readiness no second report comes, so this must be remembered while we hold off
+    /// reading (backpressure, flushing) and cleared only when a read drains the socket.
+    pub input_ready: bool,
+    /// epoll reported the peer's FIN (EPOLLRDHUP) or an error: read until read(2) says so,
+    /// even past a short read.
+    pub fin_queued: bool,
     /// The session stopped consuming because our output hit its budget; the unconsumed
     /// input must be offered again once the peer has read some of it.
     pub input_stalled: bool,
@@ -77,6 +84,8 @@ impl Connection {
             pending_output: Vec::new(),
             output_sent: 0,
             peer_closed: false,
+            input_ready: false,
+            fin_queued: false,
             input_stalled: false,
             bytes_in: 0,
             bytes_out: 0,

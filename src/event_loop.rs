@@ -430,30 +430,40 @@ impl EventLoop {
 
     fn on_connection_event(&mut self, token: Token, event: &Event, now: Instant) {
         let key = token.0 & 0xffff_ffff;
-        match self.connections.get(key) {
-            Some(conn) if conn.token == token => trace!(
-                "{}: event readable={} writable={} read_closed={} error={}",
-                conn.peer,
-                event.is_readable(),
-                event.is_writable(),
-                event.is_read_closed(),
-                event.is_error()
-            ),
+        let conn = match self.connections.get_mut(key) {
+            Some(conn) if conn.token == token => conn,
             // The connection this event was for closed earlier in this batch.
             _ => {
                 trace!("event for token {token:?}: connection already closed, ignored");
                 return;
             }
+        };
+        trace!(
+            "{}: event readable={} writable={} read_closed={} error={}",
+            conn.peer,
+            event.is_readable(),
+            event.is_writable(),
+            event.is_read_closed(),
+            event.is_error()
+        );
+        // Edge-triggered: this is the only time we hear that input arrived, so remember it
+        // until a read drains it. A writable-only event (the one right after registration,
+        // or buffer space freed) brings no input, and reading would only get EAGAIN.
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            conn.input_ready = true;
         }
-        // EPOLLRDHUP: the peer's FIN is queued behind the data, so the round must read on
-        // to the end of stream even after a short read.
-        self.drive(key, event.is_read_closed() || event.is_error(), now);
+        // EPOLLRDHUP: the peer's FIN is queued behind the data, so reading must go on to
+        // the end of stream even after a short read. (An error is read out the same way.)
+        if event.is_read_closed() || event.is_error() {
+            conn.fin_queued = true;
+        }
+        self.drive(key, now);
     }
 
     /// Move a connection forward, then fix its timer or close it.
-    fn drive(&mut self, key: usize, read_to_end: bool, now: Instant) {
+    fn drive(&mut self, key: usize, now: Instant) {
         let before = self.connections.get(key).map(|c| c.bytes_in + c.bytes_out);
-        let step = self.advance(key, read_to_end);
+        let step = self.advance(key);
         if !self.outbox.is_empty() {
             self.broadcast(now);
         }
@@ -493,7 +503,7 @@ impl EventLoop {
 
     /// The heart of the loop: write what we owe, read what we are sent, hand it to the
     /// protocol, and repeat until the kernel says WouldBlock or the connection is done.
-    fn advance(&mut self, key: usize, read_to_end: bool) -> Step {
+    fn advance(&mut self, key: usize) -> Step {
         let Some(conn) = self.connections.get_mut(key) else {
             return Step::Wait;
         };
@@ -501,7 +511,6 @@ impl EventLoop {
             self.output.is_empty(),
             "another connection's answer left behind"
         );
-        let mut drained = false;
         loop {
             // 1. Write first: bytes the kernel refused last time go before anything new, then
             //    the answer `offer` just built.
@@ -551,7 +560,7 @@ impl EventLoop {
                 set_phase(conn, Phase::Flushing);
                 continue;
             }
-            if !conn.wants_read() || drained {
+            if !conn.wants_read() || !conn.input_ready {
                 return Step::Wait;
             }
 
@@ -566,6 +575,7 @@ impl EventLoop {
                         conn.peer
                     );
                     conn.peer_closed = true;
+                    conn.input_ready = false;
                     if conn.phase == Phase::Lingering {
                         return Step::Close(Exit::Done);
                     }
@@ -590,10 +600,13 @@ impl EventLoop {
                     // A short read emptied the socket's receive queue (tcp_recvmsg copies
                     // all it has, up to our length). Anything arriving later is a new edge
                     // and a new event, so another read now would only return EAGAIN.
-                    drained = n < self.read_buffer.len() && !read_to_end;
+                    if n < self.read_buffer.len() && !conn.fin_queued {
+                        conn.input_ready = false;
+                    }
                 }
                 Err(e) if would_block(&e) => {
                     trace!("{}: read → WouldBlock", conn.peer);
+                    conn.input_ready = false;
                     return Step::Wait;
                 }
                 Err(e) if interrupted(&e) => {}
@@ -644,7 +657,7 @@ impl EventLoop {
             if next == Next::CloseAfterFlush {
                 set_phase(conn, Phase::Flushing);
             }
-            self.drive(key, false, now);
+            self.drive(key, now);
         }
     }
 
@@ -673,7 +686,7 @@ impl EventLoop {
                     queue_output(conn, &self.output, &mut self.pool);
                     self.output.clear();
                     set_phase(conn, Phase::Flushing);
-                    self.drive(key, false, now);
+                    self.drive(key, now);
                 }
             }
         }
@@ -775,7 +788,7 @@ impl EventLoop {
             if next == Next::CloseAfterFlush {
                 // Flush, shut down, linger: the usual way out, through `advance`.
                 set_phase(conn, Phase::Flushing);
-                self.drive(key, false, now);
+                self.drive(key, now);
             } else if let Err(e) = flush(conn, &mut self.output, &mut self.pool, &mut self.stats) {
                 self.close(key, Exit::Failed(e), now);
             } else if conn.bytes_out != sent_before {
@@ -862,90 +875,81 @@ fn queue_output(conn: &mut Connection, output: &[u8], pool: &mut BufferPool) {
 /// first the bytes the kernel refused earlier, then the loop's `output` (the answer `offer`
 /// just built), straight from the loop's buffer. "Write first, poll later": usually the
 /// kernel takes the whole answer and it is never copied; only a tail the kernel refuses
-/// moves into a buffer of the connection's own. `output` is left empty.
+/// moves into a buffer of the connection's own.
+///
+/// `output` is the loop's, shared by every connection, so it leaves here empty whatever
+/// happens: otherwise the next connection would send this one's answer.
 fn flush(
     conn: &mut Connection,
     output: &mut Vec<u8>,
     pool: &mut BufferPool,
     stats: &mut Stats,
 ) -> io::Result<()> {
-    // `output` is the loop's, shared by every connection: it must be empty when we return,
-    // error or not, or the next connection would send this one's answer.
-    if !conn.unsent().is_empty() {
-        let written = match write_until_blocked(conn, conn.output_sent, None, stats) {
-            Ok(written) => written,
-            Err(e) => {
-                output.clear();
-                return Err(e);
-            }
-        };
-        conn.output_sent += written;
-        if conn.unsent().is_empty() {
-            pool.give_back(&mut conn.pending_output);
-            conn.output_sent = 0;
-        }
-    }
-    if output.is_empty() {
-        return Ok(());
-    }
-    let written = if conn.unsent().is_empty() {
-        match write_until_blocked(conn, 0, Some(output), stats) {
-            Ok(written) => written,
-            Err(e) => {
-                output.clear();
-                return Err(e);
-            }
-        }
-    } else {
-        0 // still owing older bytes: the new ones queue behind them
-    };
-    queue_output(conn, &output[written..], pool);
+    let result = write_owed(conn, output, pool, stats);
     output.clear();
+    result
+}
+
+fn write_owed(
+    conn: &mut Connection,
+    output: &[u8],
+    pool: &mut BufferPool,
+    stats: &mut Stats,
+) -> io::Result<()> {
+    if !conn.unsent().is_empty() {
+        let unsent = &conn.pending_output[conn.output_sent..];
+        let sent = write_until_blocked(&mut conn.stream, conn.peer, unsent)?;
+        count_sent(conn, stats, sent);
+        conn.output_sent += sent;
+        if !conn.unsent().is_empty() {
+            // Still owing older bytes: the new answer queues behind them.
+            queue_output(conn, output, pool);
+            return Ok(());
+        }
+        pool.give_back(&mut conn.pending_output);
+        conn.output_sent = 0;
+    }
+    let sent = write_until_blocked(&mut conn.stream, conn.peer, output)?;
+    count_sent(conn, stats, sent);
+    queue_output(conn, &output[sent..], pool);
     Ok(())
 }
 
-/// Write `bytes` (or, when `None`, the connection's pending output from `from`) until all of
-/// it is written or the kernel says WouldBlock; returns how much was written.
+fn count_sent(conn: &mut Connection, stats: &mut Stats, sent: usize) {
+    conn.bytes_out += sent as u64;
+    stats.bytes_out += sent as u64;
+}
+
+/// Write `bytes` until all of it is written or the kernel says WouldBlock; returns how much
+/// was written.
 fn write_until_blocked(
-    conn: &mut Connection,
-    from: usize,
-    bytes: Option<&[u8]>,
-    stats: &mut Stats,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    bytes: &[u8],
 ) -> io::Result<usize> {
     let mut written = 0;
-    loop {
-        let rest = match bytes {
-            Some(bytes) => &bytes[written..],
-            None => &conn.pending_output[from + written..],
-        };
-        if rest.is_empty() {
-            return Ok(written);
-        }
-        match conn.stream.write(rest) {
+    while written < bytes.len() {
+        let rest = &bytes[written..];
+        match stream.write(rest) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                trace!("{}: write → {n} of {} bytes", conn.peer, rest.len());
+                trace!("{peer}: write → {n} of {} bytes", rest.len());
                 written += n;
-                conn.bytes_out += n as u64;
-                stats.bytes_out += n as u64;
             }
             // A short write or EAGAIN: the socket's send buffer is full. The rest waits
             // for the peer to acknowledge; EPOLLOUT tells us when there is room.
             Err(e) if would_block(&e) => {
-                trace!(
-                    "{}: write → WouldBlock ({} bytes wait)",
-                    conn.peer,
-                    rest.len()
-                );
-                return Ok(written);
+                trace!("{peer}: write → WouldBlock ({} bytes wait)", rest.len());
+                break;
             }
             Err(e) if interrupted(&e) => {}
             Err(e) => {
-                trace!("{}: write → {e}", conn.peer);
+                trace!("{peer}: write → {e}");
                 return Err(e);
             }
         }
     }
+    Ok(written)
 }
 
 fn set_phase(conn: &mut Connection, phase: Phase) {

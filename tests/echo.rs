@@ -824,3 +824,29 @@ impl Rng {
         tail.copy_from_slice(&last[..tail.len()]);
     }
 }
+
+#[test]
+fn a_client_that_connects_and_says_nothing_costs_no_read() {
+    // Edge-triggered epoll reports the new socket writable; with no input, a read could
+    // only return EAGAIN, so the loop does not make one.
+    let mut server = Server::start_with(&["--mode", "echo"], |command| {
+        command.env("RUST_LOG", "trace");
+    });
+    let mut quiet = server.connect();
+    let peer = quiet.local_addr().unwrap().to_string();
+    assert!(server
+        .wait_for_log(&format!("{peer}: event"), Duration::from_secs(5))
+        .is_some());
+    let _ = server.wait_for_log("never printed", Duration::from_millis(300));
+    let reads: Vec<&String> = server
+        .log
+        .iter()
+        .filter(|l| l.contains(&format!("{peer}: read")))
+        .collect();
+    assert!(reads.is_empty(), "{reads:?}");
+    // And when it does speak, it is heard.
+    quiet.write_all(b"now").unwrap();
+    let mut reply = [0u8; 3];
+    quiet.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"now");
+}
