@@ -366,11 +366,7 @@ impl EventLoop {
             self.reject(stream, "--max-conns reached", now);
             return;
         }
-        // Our answers are already batched into one write each; Nagle's algorithm would only
-        // hold a small answer back until the previous one is acknowledged (tcp(7)).
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!("{peer}: setsockopt(TCP_NODELAY) failed: {e}");
-        }
+        // No setsockopt(TCP_NODELAY) here: the socket inherited it from the listener.
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         self.generation = (self.generation + 1) & 0x7fff_ffff;
