@@ -54,9 +54,9 @@ pub struct Connection {
     /// readiness no second report comes, so this must be remembered while we hold off
     /// reading (backpressure, flushing) and cleared only when a read drains the socket.
     pub input_ready: bool,
-    /// epoll reported the peer's FIN (EPOLLRDHUP) or an error: read until read(2) says so,
-    /// even past a short read.
-    pub fin_queued: bool,
+    /// epoll reported the peer's FIN (EPOLLRDHUP), urgent data (EPOLLPRI) or an error: a
+    /// short read does not mean drained this time, so read on until EAGAIN or EOF.
+    pub read_to_eagain: bool,
     /// The session stopped consuming because our output hit its budget; the unconsumed
     /// input must be offered again once the peer has read some of it.
     pub input_stalled: bool,
@@ -85,7 +85,7 @@ impl Connection {
             output_sent: 0,
             peer_closed: false,
             input_ready: false,
-            fin_queued: false,
+            read_to_eagain: false,
             input_stalled: false,
             bytes_in: 0,
             bytes_out: 0,

@@ -63,6 +63,8 @@ const READ_BUFFER_SIZE: usize = 128 * 1024;
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How soon to retry accept(2) after it failed for want of memory or descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Reads one connection may make before the others get a turn: 16 × 128 KiB = 2 MiB.
+const MAX_READS_PER_TURN: usize = 16;
 
 /// What every loop of the process shares. Touched on accept and close only, never per
 /// request.
@@ -89,6 +91,9 @@ enum Exit {
     /// The conversation ended normally.
     Done,
     IdleTimeout,
+    /// A closing connection made no progress: its peer stopped reading our last bytes, or
+    /// never sent its FIN.
+    LingerTimeout,
     /// The server is stopping and the shutdown timeout ran out.
     ShutdownTimeout,
     /// A syscall failed: a reset (ECONNRESET, EPIPE) or worse.
@@ -109,6 +114,9 @@ enum Shed {
 enum Step {
     /// Nothing more to do until the kernel reports the socket again.
     Wait,
+    /// Input is still waiting, but this connection has had its turn: come back to it
+    /// after polling, since epoll will not report it again.
+    Again,
     Close(Exit),
 }
 
@@ -143,6 +151,10 @@ pub struct EventLoop {
     rejected_logged_at: Option<Instant>,
     /// Frames the sessions asked to broadcast this round, delivered at the end of it.
     outbox: Vec<Arc<[u8]>>,
+    /// Connections that used up their turn with input still waiting (see `advance`), and
+    /// the list being worked through; two, so that neither allocates after warming up.
+    ready: Vec<Token>,
+    ready_now: Vec<Token>,
     /// This loop's inbox, when other loops may broadcast to it.
     inbox: Option<Arc<Inbox>>,
     stats: Stats,
@@ -208,6 +220,8 @@ impl EventLoop {
             rejected_unlogged: 0,
             rejected_logged_at: None,
             outbox: Vec::new(),
+            ready: Vec::new(),
+            ready_now: Vec::new(),
             inbox,
             config,
             shared,
@@ -240,7 +254,11 @@ impl EventLoop {
                 }
             }
 
+            self.drive_ready(now);
             self.expire_timers(now);
+            if !self.outbox.is_empty() {
+                self.broadcast(now);
+            }
             if self.accept_retry.is_some_and(|at| at <= now) {
                 self.accept(now);
             }
@@ -259,7 +277,12 @@ impl EventLoop {
     }
 
     /// The earliest of: a connection's deadline, the shutdown deadline, an accept retry.
+    /// Zero when a connection is waiting for another turn, or a broadcast to be delivered:
+    /// poll only to see who else is ready, then come back to it.
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() || !self.outbox.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let until = |at: Instant| at.saturating_duration_since(now);
         [
             self.timers.next_timeout(&mut self.connections, now),
@@ -375,7 +398,7 @@ impl EventLoop {
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             token,
-            Interest::READABLE | Interest::WRITABLE,
+            Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
         ) {
             warn!("{peer}: epoll_ctl(ADD) failed: {e}");
             self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
@@ -445,56 +468,56 @@ impl EventLoop {
         // Edge-triggered: this is the only time we hear that input arrived, so remember it
         // until a read drains it. A writable-only event (the one right after registration,
         // or buffer space freed) brings no input, and reading would only get EAGAIN.
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
+        if event.is_readable() || event.is_read_closed() || event.is_priority() || event.is_error()
+        {
             conn.input_ready = true;
         }
-        // EPOLLRDHUP: the peer's FIN is queued behind the data, so reading must go on to
-        // the end of stream even after a short read. (An error is read out the same way.)
-        if event.is_read_closed() || event.is_error() {
-            conn.fin_queued = true;
+        // EPOLLRDHUP: the peer's FIN is queued behind the data; EPOLLPRI: urgent data, at
+        // whose mark a read stops short. Either way a short read does not mean drained, so
+        // this round reads on until EAGAIN or end of stream. (An error is read out too.)
+        if event.is_read_closed() || event.is_priority() || event.is_error() {
+            conn.read_to_eagain = true;
         }
         self.drive(key, now);
     }
 
     /// Move a connection forward, then fix its timer or close it.
     fn drive(&mut self, key: usize, now: Instant) {
-        let before = self.connections.get(key).map(|c| c.bytes_in + c.bytes_out);
+        let Some(conn) = self.connections.get(key) else {
+            return;
+        };
+        let bytes_before = conn.bytes_in + conn.bytes_out;
+        let requests_before = self.stats.requests;
         let step = self.advance(key);
-        if !self.outbox.is_empty() {
-            self.broadcast(now);
+        if let Step::Close(exit) = step {
+            self.close(key, exit, now);
+            return;
         }
-        match step {
-            Step::Close(exit) => self.close(key, exit, now),
-            Step::Wait => {
-                let Some(conn) = self.connections.get(key) else {
-                    return;
-                };
-                let active = Some(conn.bytes_in + conn.bytes_out) != before;
-                let waiting_for_head = conn.phase == Phase::Open
-                    && conn.session.in_request_head()
-                    && !conn.pending_input.is_empty();
-                let want = match (conn.phase, conn.timer.kind()) {
-                    (Phase::Lingering, Some(Kind::Linger)) => None,
-                    (Phase::Lingering, _) => Some(Kind::Linger),
-                    // A closing connection whose peer stops reading (a stuck tab behind a
-                    // 1008, a client that never reads its 408) must not hold its unsent
-                    // bytes for a whole idle timeout: each write must make progress within
-                    // the linger time.
-                    (Phase::Flushing, Some(Kind::Linger)) if !active => None,
-                    (Phase::Flushing, _) => Some(Kind::Linger),
-                    // The header deadline runs from the request's first byte; more bytes of
-                    // the same head do not extend it (slowloris drips one a second).
-                    (_, Some(Kind::Header)) if waiting_for_head => None,
-                    _ if waiting_for_head => Some(Kind::Header),
-                    (_, Some(Kind::Header)) if !active => None,
-                    _ if active => Some(Kind::Idle),
-                    _ => None,
-                };
-                if let Some(kind) = want {
-                    self.timers.schedule(&mut self.connections, key, kind, now);
-                }
+        let Some(conn) = self.connections.get(key) else {
+            return;
+        };
+        if matches!(step, Step::Again) {
+            self.ready.push(conn.token);
+        }
+        let active = conn.bytes_in + conn.bytes_out != bytes_before;
+        let answered = self.stats.requests != requests_before;
+        if let Some(kind) = wanted_timer(conn, active, answered) {
+            self.timers.schedule(&mut self.connections, key, kind, now);
+        }
+    }
+
+    /// Give another turn to the connections that used up theirs with input still waiting.
+    fn drive_ready(&mut self, now: Instant) {
+        let mut turn = std::mem::take(&mut self.ready_now);
+        std::mem::swap(&mut self.ready, &mut turn);
+        for token in turn.drain(..) {
+            let key = token.0 & 0xffff_ffff;
+            // It may have closed, and its slot been reused, since it was queued.
+            if self.connections.get(key).is_some_and(|c| c.token == token) {
+                self.drive(key, now);
             }
         }
+        self.ready_now = turn; // keep the allocation for the next round
     }
 
     /// The heart of the loop: write what we owe, read what we are sent, hand it to the
@@ -507,6 +530,7 @@ impl EventLoop {
             self.output.is_empty(),
             "another connection's answer left behind"
         );
+        let mut reads = 0;
         loop {
             // 1. Write first: bytes the kernel refused last time go before anything new, then
             //    the answer `offer` just built.
@@ -536,7 +560,7 @@ impl EventLoop {
             }
 
             // 2. Input held back for lack of output room goes first, once there is room.
-            if conn.input_stalled && unsent < MAX_PENDING_OUTPUT {
+            if conn.input_stalled && conn.phase == Phase::Open && unsent < MAX_PENDING_OUTPUT {
                 conn.input_stalled = false;
                 self.output.clear();
                 offer(
@@ -559,6 +583,13 @@ impl EventLoop {
             if !conn.wants_read() || !conn.input_ready {
                 return Step::Wait;
             }
+            // A peer that sends as fast as we answer would keep us here for ever, and every
+            // other client, timer and signal would wait. After a fair share, it queues for
+            // another turn behind the others (Redis caps its writes per event the same way).
+            if reads == MAX_READS_PER_TURN {
+                return Step::Again;
+            }
+            reads += 1;
 
             // 3. Read.
             match conn.stream.read(&mut self.read_buffer) {
@@ -595,14 +626,17 @@ impl EventLoop {
                     }
                     // A short read emptied the socket's receive queue (tcp_recvmsg copies
                     // all it has, up to our length). Anything arriving later is a new edge
-                    // and a new event, so another read now would only return EAGAIN.
-                    if n < self.read_buffer.len() && !conn.fin_queued {
+                    // and a new event, so another read now would only return EAGAIN. The
+                    // exceptions, a queued FIN and TCP urgent data (a read stops at the
+                    // urgent mark), come flagged by epoll: see `read_to_eagain`.
+                    if n < self.read_buffer.len() && !conn.read_to_eagain {
                         conn.input_ready = false;
                     }
                 }
                 Err(e) if would_block(&e) => {
                     trace!("{}: read → WouldBlock", conn.peer);
                     conn.input_ready = false;
+                    conn.read_to_eagain = false;
                     return Step::Wait;
                 }
                 Err(e) if interrupted(&e) => {}
@@ -661,7 +695,7 @@ impl EventLoop {
         while let Some((key, kind)) = self.timers.pop_expired(&mut self.connections, now) {
             match kind {
                 Kind::Idle => self.close(key, Exit::IdleTimeout, now),
-                Kind::Linger => self.close(key, Exit::Done, now),
+                Kind::Linger => self.close(key, Exit::LingerTimeout, now),
                 Kind::Header => {
                     let Some(conn) = self.connections.get_mut(key) else {
                         continue;
@@ -705,7 +739,9 @@ impl EventLoop {
             Exit::Done => {}
             Exit::Failed(e) if is_reset(e) => self.stats.resets += 1,
             Exit::Failed(_) => self.stats.errors += 1,
-            Exit::IdleTimeout | Exit::ShutdownTimeout => self.stats.timeouts += 1,
+            Exit::IdleTimeout | Exit::LingerTimeout | Exit::ShutdownTimeout => {
+                self.stats.timeouts += 1
+            }
         }
         debug!(
             "{}: closed ({}): {} bytes in, {} bytes out, open {:?}",
@@ -932,8 +968,9 @@ fn write_until_blocked(
                 trace!("{peer}: write → {n} of {} bytes", rest.len());
                 written += n;
             }
-            // A short write or EAGAIN: the socket's send buffer is full. The rest waits
-            // for the peer to acknowledge; EPOLLOUT tells us when there is room.
+            // EAGAIN: the socket's send buffer is full (a short write, above, usually came
+            // just before). The rest waits for the peer to acknowledge; EPOLLOUT tells us
+            // when there is room.
             Err(e) if would_block(&e) => {
                 trace!("{peer}: write → WouldBlock ({} bytes wait)", rest.len());
                 break;
@@ -946,6 +983,35 @@ fn write_until_blocked(
         }
     }
     Ok(written)
+}
+
+/// Which deadline a connection should be running after a turn, or `None` to leave its
+/// timer as it is. `active`: bytes moved this turn; `answered`: a request was completed.
+fn wanted_timer(conn: &Connection, active: bool, answered: bool) -> Option<Kind> {
+    let current = conn.timer.kind();
+    // Half a request head is buffered and nothing holds it back but the peer.
+    let waiting_for_head = conn.phase == Phase::Open
+        && conn.session.in_request_head()
+        && !conn.pending_input.is_empty()
+        && !conn.input_stalled;
+    match conn.phase {
+        // Waiting for the peer's FIN: the linger deadline is not extended by anything.
+        Phase::Lingering if current == Some(Kind::Linger) => None,
+        Phase::Lingering => Some(Kind::Linger),
+        // A closing connection whose peer stops reading (a stuck tab behind a 1008, a
+        // client that never reads its 408) must not hold its unsent bytes for a whole idle
+        // timeout: each write must make progress within the linger time.
+        Phase::Flushing if current == Some(Kind::Linger) && !active => None,
+        Phase::Flushing => Some(Kind::Linger),
+        // The header deadline runs from a request's first byte: more bytes of the same head
+        // do not extend it (slowloris drips one a second), a completed request restarts it.
+        Phase::Open if waiting_for_head && current == Some(Kind::Header) && !answered => None,
+        Phase::Open if waiting_for_head => Some(Kind::Header),
+        // A new connection that has sent nothing yet keeps its first header deadline.
+        Phase::Open if current == Some(Kind::Header) && !active => None,
+        Phase::Open if active => Some(Kind::Idle),
+        Phase::Open => None,
+    }
 }
 
 fn set_phase(conn: &mut Connection, phase: Phase) {
@@ -985,6 +1051,7 @@ fn describe_exit(exit: &Exit) -> String {
     match exit {
         Exit::Done => "done".to_string(),
         Exit::IdleTimeout => "idle timeout".to_string(),
+        Exit::LingerTimeout => "no progress while closing".to_string(),
         Exit::ShutdownTimeout => "shutdown timeout".to_string(),
         Exit::Failed(e) if is_reset(e) => format!("reset by peer: {e}"),
         Exit::Failed(e) => format!("error: {e}"),

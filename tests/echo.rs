@@ -850,3 +850,88 @@ fn a_client_that_connects_and_says_nothing_costs_no_read() {
     quiet.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"now");
 }
+
+#[test]
+fn a_client_that_never_stops_sending_does_not_starve_the_others() {
+    let mut server = Server::start(&["--mode", "echo", "--shutdown-timeout", "1"]);
+    let flood = server.connect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut flood = flood.try_clone().unwrap();
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let chunk = vec![b'f'; 64 * 1024];
+            while !stop.load(Ordering::Relaxed) && flood.write_all(&chunk).is_ok() {}
+        })
+    };
+    let reader = {
+        let mut flood = flood.try_clone().unwrap();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            while matches!(flood.read(&mut buf), Ok(n) if n > 0) {}
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+    // Another client is answered promptly, turn after turn.
+    let mut other = server.connect();
+    for _ in 0..20 {
+        let started = Instant::now();
+        other.write_all(b"me too").unwrap();
+        let mut reply = [0u8; 6];
+        other.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"me too");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // And a signal is heard: the exit comes within the shutdown timeout and a bit.
+    let signalled = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(5)).expect("exited");
+    assert!(status.success());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        signalled.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    drop(flood);
+    let _ = writer.join();
+    let _ = reader.join();
+}
+
+#[test]
+fn urgent_data_does_not_strand_the_bytes_behind_it() {
+    // A read stops at TCP's urgent mark, so a short read is not proof the socket is empty;
+    // the server must still read what follows the mark.
+    let server = Server::start(&["--mode", "echo"]);
+    let mut client = server.connect();
+    client.write_all(b"hello").unwrap();
+    // SAFETY: send(2) on our own connected socket, with a valid one-byte buffer.
+    let sent = unsafe {
+        libc::send(
+            std::os::fd::AsRawFd::as_raw_fd(&client),
+            b"X".as_ptr().cast(),
+            1,
+            libc::MSG_OOB,
+        )
+    };
+    assert_eq!(sent, 1);
+    client.write_all(b"world").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < 10 {
+        match client.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("after {:?}: {e}", String::from_utf8_lossy(&got)),
+        }
+    }
+    // The urgent byte itself is out of band: not part of the stream the server reads.
+    assert_eq!(&got[..], b"helloworld");
+}

@@ -227,3 +227,28 @@ fn a_client_that_pipelines_thousands_then_half_closes_gets_every_answer_then_eof
         .count();
     assert_eq!(count, N);
 }
+
+#[test]
+fn a_client_pipelining_steadily_is_not_taken_for_a_slowloris() {
+    // Reads end in the middle of a request again and again, but requests keep completing:
+    // the header deadline restarts with each one.
+    let server = Server::start(&["--mode", "http", "--header-timeout", "0.5"]);
+    let mut client = server.connect();
+    let stream = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(30 * 600);
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        thread::spawn(move || {
+            // About 1.5 s of pieces, none of which ends on a request boundary but the last.
+            for piece in stream.chunks(7777) {
+                client.write_all(piece).unwrap();
+                thread::sleep(Duration::from_millis(25));
+            }
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let answers = read_to_close(&mut client);
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&answers);
+    assert!(!text.contains("408"), "a busy client got 408");
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 30 * 600);
+}
