@@ -115,11 +115,16 @@ impl Args {
     }
 }
 
-/// Seconds as a decimal number ("60", "0.5"), so tests can ask for short timeouts.
+/// Seconds as a decimal number ("60", "0.5"), so tests can ask for short timeouts; at most
+/// a day, so that a deadline computed as "now + timeout" cannot overflow.
 fn parse_seconds(s: &str) -> Result<Duration, String> {
+    const MAX_SECONDS: f64 = 86_400.0;
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.0..=MAX_SECONDS).contains(&secs) {
+        return Err(format!("`{s}`: give 0 to {MAX_SECONDS} seconds"));
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a duration in seconds"))
 }
 

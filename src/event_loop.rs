@@ -310,6 +310,11 @@ impl EventLoop {
     /// backlog fires no new event, so stopping early means coming back on our own.
     fn accept(&mut self, now: Instant) {
         self.accept_retry = None;
+        // The reserve can be lost (another thread or process took the freed slot as we
+        // reopened it); take it back as soon as a descriptor is free again.
+        if self.reserve_fd.is_none() {
+            self.reserve_fd = open_reserve_fd();
+        }
         loop {
             let Some(listener) = &self.listener else {
                 return;
@@ -332,7 +337,7 @@ impl EventLoop {
                     // empty backlog shows up only once a descriptor is free.
                     Shed::BacklogEmpty => return,
                     Shed::NoReserve => {
-                        warn!("accept: {e}; pausing accept until a connection closes");
+                        debug!("accept: {e}; no reserve descriptor, pausing accept");
                         self.accept_retry = Some(now + ACCEPT_RETRY);
                         return;
                     }
@@ -371,10 +376,16 @@ impl EventLoop {
             Err(e) if would_block(&e) => Shed::BacklogEmpty,
             // Another error (ECONNABORTED, or another thread took the slot): try again
             // after a pause rather than spin.
-            Err(_) => Shed::NoReserve,
+            Err(e) => {
+                debug!("accept into the reserve descriptor's slot: {e}");
+                Shed::NoReserve
+            }
         };
         // The shed connection is closed, so its descriptor number is free again.
         self.reserve_fd = open_reserve_fd();
+        if self.reserve_fd.is_none() {
+            warn!("could not take the reserve descriptor back; out of descriptors, accept pauses");
+        }
         match shed {
             Shed::One if self.reserve_fd.is_none() => Shed::NoReserve,
             shed => shed,
@@ -426,6 +437,11 @@ impl EventLoop {
     /// Close a connection we cannot serve. In http and ws mode (whose clients speak HTTP
     /// first) it gets a 503: an empty send buffer takes those ~100 bytes in one write, so
     /// the write either goes or not.
+    ///
+    /// There is no lingering here, unlike an ordinary close: a client that already sent its
+    /// request leaves unread input, so close(2) sends RST, and a reset can in principle
+    /// overtake the 503. We accept that for connections we cannot afford to keep (on
+    /// loopback the client read the 503 in every trial); the count says how many there were.
     fn reject(&mut self, mut stream: TcpStream, why: &str, now: Instant) {
         if matches!(self.config.mode, Mode::Http | Mode::Ws) {
             let _ = stream.write(self.page.unavailable());
@@ -649,11 +665,14 @@ impl EventLoop {
     }
 
     fn on_signal(&mut self, now: Instant) {
-        // Empty the pipe: several signals may have written to it.
+        // Empty the pipe: each signal wrote one byte, and two may have come before we woke.
         let mut bytes = [0u8; 64];
-        while matches!(self.signal_pipe.read(&mut bytes), Ok(n) if n > 0) {}
+        let mut signals = 0;
+        while let Ok(n @ 1..) = self.signal_pipe.read(&mut bytes) {
+            signals += n;
+        }
         let signal = self.last_signal.load(Ordering::Relaxed) as i32;
-        if self.shutdown_deadline.is_some() {
+        if self.shutdown_deadline.is_some() || signals > 1 {
             warn!(
                 "second signal ({signal}): exiting now with {} connection(s) open",
                 self.connections.len()

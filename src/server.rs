@@ -10,8 +10,34 @@ use crate::event_loop::{EventLoop, Shared};
 use crate::listener::{self, ListenError};
 use crate::stats::Stats;
 
+/// Why the server did not run to a clean exit.
+#[derive(Debug)]
+pub enum RunError {
+    /// The listening socket could not be set up: nothing was served.
+    Listen(ListenError),
+    /// This many loops stopped on an error or a panic (each was logged as it happened).
+    LoopsFailed(usize),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            RunError::Listen(e) => e.fmt(f),
+            RunError::LoopsFailed(n) => write!(f, "{n} event loop(s) failed; see the log above"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<ListenError> for RunError {
+    fn from(e: ListenError) -> RunError {
+        RunError::Listen(e)
+    }
+}
+
 /// Bind, serve until a signal, and return the totals of every loop.
-pub fn run(config: Config) -> Result<Stats, ListenError> {
+pub fn run(config: Config) -> Result<Stats, RunError> {
     // The first listener resolves port 0; the others (one per extra loop) bind the port it
     // got, each with SO_REUSEPORT, so the kernel spreads connections across the loops.
     let first = listener::listen(config.addr, config.backlog, config.reuse_port)?;
@@ -45,14 +71,23 @@ pub fn run(config: Config) -> Result<Stats, ListenError> {
         .collect();
 
     let mut totals = Stats::default();
+    let mut failed = 0;
     for (i, handle) in loops.into_iter().enumerate() {
-        match handle.map(|h| h.join()) {
-            Ok(Ok(Ok(stats))) => totals += stats,
-            Ok(Ok(Err(e))) => error!("loop {i} stopped: {e}"),
-            Ok(Err(_)) => error!("loop {i} panicked"),
-            Err(e) => error!("could not start loop {i}: {e}"),
-        }
+        let stopped = match handle.map(|h| h.join()) {
+            Ok(Ok(Ok(stats))) => {
+                totals += stats;
+                continue;
+            }
+            Ok(Ok(Err(e))) => format!("stopped: {e}"),
+            Ok(Err(_)) => "panicked".to_string(),
+            Err(e) => format!("could not start: {e}"),
+        };
+        error!("loop {i} {stopped}");
+        failed += 1;
     }
     info!("totals: {totals}");
-    Ok(totals)
+    match failed {
+        0 => Ok(totals),
+        n => Err(RunError::LoopsFailed(n)),
+    }
 }

@@ -56,6 +56,8 @@ fn a_bad_flag_value_is_explained_and_exits_2() {
         &["--mode", "gopher"][..],
         &["--addr", "localhost"],
         &["--backlog", "-3"],
+        &["--idle-timeout", "1e19"],
+        &["--shutdown-timeout", "NaN"],
         &["--nope"],
     ] {
         let out = sockloop(args);
