@@ -264,7 +264,7 @@ impl EventLoop {
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if deadline <= now {
-                    let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+                    let keys = self.connection_keys();
                     for key in keys {
                         self.close(key, Exit::ShutdownTimeout, now);
                     }
@@ -274,6 +274,12 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// The slab keys of every connection, taken up front for the passes that may close
+    /// some of them on the way (shutdown, broadcasts).
+    fn connection_keys(&self) -> Vec<usize> {
+        self.connections.iter().map(|(key, _)| key).collect()
     }
 
     /// The earliest of: a connection's deadline, the shutdown deadline, an accept retry.
@@ -689,7 +695,7 @@ impl EventLoop {
         // their SYN). Those already waiting in its backlog are reset too.
         self.listener = None;
         self.accept_retry = None;
-        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        let keys = self.connection_keys();
         for key in keys {
             let Some(conn) = self.connections.get_mut(key) else {
                 continue;
@@ -814,7 +820,7 @@ impl EventLoop {
     /// now: "write first" here too. A client too far behind is closed by its session (1008)
     /// rather than buffered for; nobody is waited for.
     fn deliver(&mut self, frames: &[Arc<[u8]>], now: Instant) {
-        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
+        let keys = self.connection_keys();
         for key in keys {
             let Some(conn) = self.connections.get_mut(key) else {
                 continue;
