@@ -52,16 +52,22 @@ fn sigterm_flushes_pending_echo_bytes_then_exits_0_with_totals() {
     let _ = writer.join();
 }
 
-#[test]
-fn a_second_signal_exits_at_once() {
-    let mut server = Server::start(&["--mode", "echo", "--shutdown-timeout", "30"]);
+/// A client that sends until the kernel's buffers are full and never reads: it keeps the
+/// server's flush from finishing.
+fn stuck_client(server: &Server) -> std::net::TcpStream {
     let mut stuck = server.connect();
-    // A client that sends a lot and never reads keeps the server's flush from finishing.
     stuck
         .set_write_timeout(Some(Duration::from_secs(1)))
         .unwrap();
     let chunk = vec![7u8; 64 * 1024];
     while stuck.write_all(&chunk).is_ok() {}
+    stuck
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = Server::start(&["--mode", "echo", "--shutdown-timeout", "30"]);
+    let _stuck = stuck_client(&server);
     server.signal(libc::SIGINT);
     thread::sleep(Duration::from_millis(300));
     assert!(
@@ -78,12 +84,7 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn the_shutdown_timeout_bounds_how_long_a_stuck_client_can_hold_the_exit() {
     let mut server = Server::start(&["--mode", "echo", "--shutdown-timeout", "1"]);
-    let mut stuck = server.connect();
-    stuck
-        .set_write_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
-    let chunk = vec![7u8; 64 * 1024];
-    while stuck.write_all(&chunk).is_ok() {}
+    let _stuck = stuck_client(&server);
     server.signal(libc::SIGTERM);
     let status = server
         .wait_exit(Duration::from_secs(5))
