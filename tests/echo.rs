@@ -198,17 +198,8 @@ fn a_256_mib_stream_comes_back_byte_for_byte_while_the_client_reads_as_it_writes
     const TOTAL: usize = 256 * MIB;
     let server = Server::start(&["--mode", "echo"]);
     let mut reader = connect(server.addr);
-    let mut writer = reader.try_clone().expect("clone");
     let started = Instant::now();
-    let sender = thread::spawn(move || {
-        let mut block = vec![0; STREAM_BLOCK];
-        for i in 0..TOTAL / STREAM_BLOCK {
-            stream_block(i, &mut block);
-            writer.write_all(&block).expect("send");
-        }
-        // Half-close: the server finishes echoing, then closes, and our read sees the end.
-        writer.shutdown(Shutdown::Write).expect("shutdown(Write)");
-    });
+    let sender = send_stream_then_half_close(&reader, TOTAL);
     let received = read_and_check_stream(&mut reader);
     sender.join().expect("writer thread");
     let elapsed = started.elapsed();
@@ -242,6 +233,20 @@ fn stream_block(i: usize, block: &mut [u8]) {
     let offset = (i * 7919 * 8) % (STREAM_POOL - STREAM_BLOCK);
     block.copy_from_slice(&pool[offset..offset + STREAM_BLOCK]);
     block[..8].copy_from_slice(&(i as u64).to_le_bytes());
+}
+
+/// Send `total` bytes of the test stream on a clone of `stream` from another thread, then
+/// half-close: the server finishes echoing, closes, and the reader sees the end.
+fn send_stream_then_half_close(stream: &TcpStream, total: usize) -> thread::JoinHandle<()> {
+    let mut writer = stream.try_clone().expect("clone");
+    thread::spawn(move || {
+        let mut block = vec![0; STREAM_BLOCK];
+        for i in 0..total / STREAM_BLOCK {
+            stream_block(i, &mut block);
+            writer.write_all(&block).expect("send");
+        }
+        writer.shutdown(Shutdown::Write).expect("shutdown(Write)");
+    })
 }
 
 /// Read to end of stream, comparing every byte with `stream_block`; returns the count.
@@ -407,15 +412,7 @@ fn a_half_close_behind_megabytes_of_unread_echo_still_gets_every_byte_then_end_o
     const TOTAL: usize = 4 * MIB;
     let server = Server::start(&["--mode", "echo"]);
     let mut reader = connect(server.addr);
-    let mut writer = reader.try_clone().expect("clone");
-    let sender = thread::spawn(move || {
-        let mut block = vec![0; STREAM_BLOCK];
-        for i in 0..TOTAL / STREAM_BLOCK {
-            stream_block(i, &mut block);
-            writer.write_all(&block).expect("send");
-        }
-        writer.shutdown(Shutdown::Write).expect("shutdown(Write)");
-    });
+    let sender = send_stream_then_half_close(&reader, TOTAL);
     // Give the data and the FIN time to reach the server before we read anything.
     thread::sleep(Duration::from_millis(300));
     let received = read_and_check_stream(&mut reader);
@@ -467,15 +464,7 @@ fn a_client_that_resets_with_echo_unread_does_not_disturb_another_client() {
 
     // Meanwhile the bystander streams 32 MiB through the server.
     let mut reader = connect(addr);
-    let mut writer = reader.try_clone().expect("clone");
-    let sender = thread::spawn(move || {
-        let mut block = vec![0; STREAM_BLOCK];
-        for i in 0..TOTAL / STREAM_BLOCK {
-            stream_block(i, &mut block);
-            writer.write_all(&block).expect("send");
-        }
-        writer.shutdown(Shutdown::Write).expect("shutdown(Write)");
-    });
+    let sender = send_stream_then_half_close(&reader, TOTAL);
     let received = read_and_check_stream(&mut reader);
     let resets_during = resets.load(Ordering::SeqCst);
     bystander_done.store(true, Ordering::SeqCst);

@@ -4,52 +4,16 @@
 //! appended. So a request stream fed in any chunks must produce exactly the output, the
 //! closing decision and the request count that feeding it whole does.
 
-use std::net::SocketAddr;
-use std::time::{Duration, UNIX_EPOCH};
+mod common;
 
 use proptest::prelude::*;
-use sockloop::protocol::http::{CannedPage, HttpSession, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
-use sockloop::protocol::{Context, Next};
-use sockloop::stats::Stats;
+use sockloop::protocol::Mode;
 
-/// What a connection produced: every byte written, whether it closes, requests answered.
-#[derive(Debug, PartialEq, Eq)]
-struct Transcript {
-    out: Vec<u8>,
-    next: Next,
-    requests: u64,
-}
+use common::feed::{self, Transcript};
 
-/// Feed `reads` one after another the way the loop does.
+/// Feed `reads` to an HTTP session the way the loop does.
 fn serve(reads: &[&[u8]]) -> Transcript {
-    let mut page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
-    page.set_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-    let mut stats = Stats::default();
-    let mut session = HttpSession::new();
-    let mut unconsumed = Vec::new();
-    let mut out = Vec::new();
-    let mut next = Next::Continue;
-    for read in reads {
-        unconsumed.extend_from_slice(read);
-        let mut ctx = Context {
-            page: &page,
-            out_budget: usize::MAX,
-            peer: SocketAddr::from(([127, 0, 0, 1], 9)),
-            stats: &mut stats,
-            broadcast: &mut Vec::new(),
-        };
-        let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
-        unconsumed.drain(..outcome.consumed);
-        next = outcome.next;
-        if next == Next::CloseAfterFlush {
-            break;
-        }
-    }
-    Transcript {
-        out,
-        next,
-        requests: stats.requests,
-    }
+    feed::serve(Mode::Http, reads)
 }
 
 /// One request of a few kinds, with whatever body bytes proptest picks.

@@ -6,57 +6,16 @@
 //! feeds it, the session must write the same bytes, broadcast the same frames and come to
 //! the same decision as when fed everything at once.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+mod common;
 
 use proptest::prelude::*;
-use sockloop::protocol::http::{CannedPage, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
-use sockloop::protocol::{Context, Mode, Next, Session};
-use sockloop::stats::Stats;
+use sockloop::protocol::Mode;
 
-/// Everything a connection produced.
-#[derive(Debug, PartialEq, Eq)]
-struct Transcript {
-    out: Vec<u8>,
-    broadcast: Vec<Arc<[u8]>>,
-    next: Next,
-    requests: u64,
-    messages: u64,
-}
+use common::feed::{self, Transcript};
 
-/// Feed `reads` one after another the way the loop does: what was not consumed is offered
-/// again with the next read appended.
+/// Feed `reads` to a ws session the way the loop does.
 fn serve(reads: &[&[u8]]) -> Transcript {
-    let mut page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
-    page.set_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-    let mut stats = Stats::default();
-    let mut session = Session::new(Mode::Ws);
-    let (mut unconsumed, mut out, mut broadcast) = (Vec::new(), Vec::new(), Vec::new());
-    let mut next = Next::Continue;
-    for read in reads {
-        unconsumed.extend_from_slice(read);
-        let mut ctx = Context {
-            page: &page,
-            out_budget: usize::MAX,
-            peer: SocketAddr::from(([127, 0, 0, 1], 9)),
-            stats: &mut stats,
-            broadcast: &mut broadcast,
-        };
-        let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
-        unconsumed.drain(..outcome.consumed);
-        next = outcome.next;
-        if next == Next::CloseAfterFlush {
-            break;
-        }
-    }
-    Transcript {
-        out,
-        broadcast,
-        next,
-        requests: stats.requests,
-        messages: stats.messages,
-    }
+    feed::serve(Mode::Ws, reads)
 }
 
 /// A client frame (RFC 6455 §5.2): FIN, the opcode, the mask bit, 7/16-bit length, the

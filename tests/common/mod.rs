@@ -1,6 +1,8 @@
 //! Starting the real `sockloop` binary for a test, and reading what it tells us.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod feed;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,54 @@
+//! Feeding a protocol session the way the loop does, without a socket: for the property
+//! tests that cut one byte stream into reads every which way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use sockloop::protocol::http::{CannedPage, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
+use sockloop::protocol::{Context, Mode, Next, Session};
+use sockloop::stats::Stats;
+
+/// Everything a connection produced.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transcript {
+    pub out: Vec<u8>,
+    pub broadcast: Vec<Arc<[u8]>>,
+    pub next: Next,
+    pub requests: u64,
+    pub messages: u64,
+}
+
+/// Feed `reads` one after another the way the loop does: what was not consumed is offered
+/// again with the next read appended. The Date is fixed, so transcripts compare equal.
+pub fn serve(mode: Mode, reads: &[&[u8]]) -> Transcript {
+    let mut page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+    page.set_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let mut stats = Stats::default();
+    let mut session = Session::new(mode);
+    let (mut unconsumed, mut out, mut broadcast) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = Next::Continue;
+    for read in reads {
+        unconsumed.extend_from_slice(read);
+        let mut ctx = Context {
+            page: &page,
+            out_budget: usize::MAX,
+            peer: SocketAddr::from(([127, 0, 0, 1], 9)),
+            stats: &mut stats,
+            broadcast: &mut broadcast,
+        };
+        let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
+        unconsumed.drain(..outcome.consumed);
+        next = outcome.next;
+        if next == Next::CloseAfterFlush {
+            break;
+        }
+    }
+    Transcript {
+        out,
+        broadcast,
+        next,
+        requests: stats.requests,
+        messages: stats.messages,
+    }
+}
