@@ -27,6 +27,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,6 +43,7 @@ use crate::buffers::BufferPool;
 use crate::cli::Config;
 use crate::connection::{Connection, Phase, MAX_PENDING_OUTPUT};
 use crate::protocol::{http::CannedPage, Context, Mode, Next, Session};
+use crate::splice::{Pipe, PipeError};
 use crate::stats::Stats;
 use crate::timers::{Kind, Timers};
 
@@ -130,6 +132,10 @@ pub struct EventLoop {
     read_buffer: Box<[u8]>,
     /// Every answer is built here, then written straight away.
     output: Vec<u8>,
+    /// Echo mode's way around `read_buffer` and `output`: bytes go socket → pipe → socket
+    /// without a copy (see `splice`). `None` in other modes, with `--no-splice`, or if the
+    /// pipe could not be made or failed.
+    pipe: Option<Pipe>,
     pool: BufferPool,
     timers: Timers,
     page: CannedPage,
@@ -198,6 +204,14 @@ impl EventLoop {
             None
         };
 
+        let pipe = if config.mode == Mode::Echo && config.splice {
+            Pipe::new()
+                .inspect_err(|e| warn!("pipe for splice(2): {e}; echo copies instead"))
+                .ok()
+        } else {
+            None
+        };
+
         let mut page = CannedPage::new(&config.body, &config.content_type);
         let page_second = unix_second();
         page.set_date(SystemTime::now());
@@ -208,6 +222,7 @@ impl EventLoop {
             generation: 0,
             read_buffer: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
             output: Vec::with_capacity(READ_BUFFER_SIZE),
+            pipe,
             pool: BufferPool::new(),
             timers: Timers::new(config.idle_timeout, config.header_timeout, LINGER_TIMEOUT),
             page,
@@ -613,8 +628,22 @@ impl EventLoop {
             }
             reads += 1;
 
-            // 3. Read.
-            match conn.stream.read(&mut self.read_buffer) {
+            // 3. Read. An echo connection with nothing owed moves the bytes straight back
+            //    out through the loop's pipe instead, which reads and answers in one go.
+            //    Not in a round epoll flagged (see `read_to_eagain`): at TCP's urgent mark
+            //    splice stops dead and says EAGAIN with data still queued, where read(2)
+            //    steps over the urgent byte.
+            let spliced = self.pipe.is_some()
+                && conn.phase == Phase::Open
+                && conn.unsent().is_empty()
+                && conn.pending_input.is_empty()
+                && !conn.read_to_eagain;
+            let got = if spliced {
+                splice_echo(&mut self.pipe, conn, &mut self.pool, &mut self.stats)
+            } else {
+                conn.stream.read(&mut self.read_buffer)
+            };
+            match got {
                 Ok(0) => {
                     // FIN: the peer will send nothing more; our socket is in CLOSE_WAIT
                     // until we close. In every mode that ends the conversation: finish
@@ -630,10 +659,12 @@ impl EventLoop {
                     }
                 }
                 Ok(n) => {
-                    trace!("{}: read → {n} bytes", conn.peer);
                     conn.bytes_in += n as u64;
                     self.stats.bytes_in += n as u64;
-                    if conn.phase == Phase::Open {
+                    if !spliced {
+                        trace!("{}: read → {n} bytes", conn.peer);
+                    }
+                    if !spliced && conn.phase == Phase::Open {
                         self.output.clear();
                         let input = &self.read_buffer[..n];
                         offer(
@@ -650,20 +681,27 @@ impl EventLoop {
                     // all it has, up to our length). Anything arriving later is a new edge
                     // and a new event, so another read now would only return EAGAIN. The
                     // exceptions, a queued FIN and TCP urgent data (a read stops at the
-                    // urgent mark), come flagged by epoll: see `read_to_eagain`.
-                    if n < self.read_buffer.len() && !conn.read_to_eagain {
+                    // urgent mark), come flagged by epoll: see `read_to_eagain`. A splice
+                    // can also stop short for want of room in the pipe: `Pipe::drained`.
+                    let drained = match &self.pipe {
+                        Some(pipe) if spliced => pipe.drained(n, READ_BUFFER_SIZE),
+                        _ => n < self.read_buffer.len(),
+                    };
+                    if drained && !conn.read_to_eagain {
                         conn.input_ready = false;
                     }
                 }
                 Err(e) if would_block(&e) => {
-                    trace!("{}: read → WouldBlock", conn.peer);
+                    let call = if spliced { "splice" } else { "read" };
+                    trace!("{}: {call} → WouldBlock", conn.peer);
                     conn.input_ready = false;
                     conn.read_to_eagain = false;
                     return Step::Wait;
                 }
                 Err(e) if interrupted(&e) => {}
                 Err(e) => {
-                    trace!("{}: read → {e}", conn.peer);
+                    let call = if spliced { "splice" } else { "read" };
+                    trace!("{}: {call} → {e}", conn.peer);
                     return Step::Close(Exit::Failed(e));
                 }
             }
@@ -907,6 +945,47 @@ fn offer(
     }
     if outcome.next == Next::CloseAfterFlush {
         set_phase(conn, Phase::Flushing);
+    }
+}
+
+/// Echo one read's worth of bytes through the loop's pipe (see `splice`): returns how many
+/// were read, 0 at end of stream. What the socket would not take back at once becomes the
+/// connection's pending output, written by `flush` as any other.
+fn splice_echo(
+    pipe: &mut Option<Pipe>,
+    conn: &mut Connection,
+    pool: &mut BufferPool,
+    stats: &mut Stats,
+) -> io::Result<usize> {
+    let Some(p) = pipe.as_mut() else {
+        return Err(io::ErrorKind::Unsupported.into());
+    };
+    let mut unsent = pool.take();
+    let result = p.echo(
+        conn.stream.as_raw_fd(),
+        conn.peer,
+        READ_BUFFER_SIZE,
+        &mut unsent,
+    );
+    if unsent.is_empty() {
+        pool.give_back(&mut unsent);
+    } else {
+        conn.pending_output = unsent;
+        conn.output_sent = 0;
+    }
+    match result {
+        Ok(echoed) => {
+            count_sent(conn, stats, echoed.written);
+            stats.messages += u64::from(echoed.read > 0);
+            Ok(echoed.read)
+        }
+        Err(PipeError::Socket(e)) => Err(e),
+        Err(PipeError::Pipe(e)) => {
+            // It may hold another connection's bytes now: never use it again.
+            warn!("splice pipe failed: {e}; echo copies from now on");
+            *pipe = None;
+            Err(e)
+        }
     }
 }
 

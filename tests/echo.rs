@@ -25,6 +25,25 @@ const MIB: usize = 1024 * 1024;
 /// test fails saying so instead of running until CI's limit.
 const PATIENCE: Duration = Duration::from_secs(15);
 
+/// The two ways echo mode moves bytes: through a pipe with splice(2), the default, and
+/// through memory with read(2) and write(2) (`--no-splice`, and the way the default falls
+/// back to whenever a connection owes bytes). The tests that push the edges of
+/// backpressure and buffer sizes run against both.
+#[derive(Clone, Copy)]
+enum Echo {
+    Splice,
+    Copy,
+}
+
+impl Echo {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Echo::Splice => &["--mode", "echo"],
+            Echo::Copy => &["--mode", "echo", "--no-splice"],
+        }
+    }
+}
+
 // ----- 1,000 clients, random sizes, random pauses -----
 
 #[test]
@@ -157,11 +176,20 @@ fn wait_for_all(arrived: &AtomicUsize, n: usize, total: usize) {
 
 #[test]
 fn messages_the_size_of_the_servers_buffers_are_echoed_without_stalling() {
-    // The loop reads 64 KiB at a time and treats a shorter read as "socket drained"; it
+    messages_the_size_of_the_servers_buffers_are_echoed_without_stalling_in(Echo::Splice);
+}
+
+#[test]
+fn messages_the_size_of_the_servers_buffers_are_echoed_without_stalling_without_splice() {
+    messages_the_size_of_the_servers_buffers_are_echoed_without_stalling_in(Echo::Copy);
+}
+
+fn messages_the_size_of_the_servers_buffers_are_echoed_without_stalling_in(mode: Echo) {
+    // The loop reads 128 KiB at a time and treats a shorter read as "socket drained"; it
     // stops reading once 256 KiB wait for the client. Off-by-one mistakes at exactly those
     // sizes are where a connection stalls, so send exactly those sizes, and one byte either
     // side, each after a pause so that it arrives on a quiet connection.
-    let server = Server::start(&["--mode", "echo"]);
+    let server = Server::start(mode.args());
     let mut client = connect(server.addr);
     let mut rng = Rng::new(7);
     for size in [
@@ -191,12 +219,49 @@ fn messages_the_size_of_the_servers_buffers_are_echoed_without_stalling() {
     }
 }
 
+#[test]
+fn echo_moves_bytes_with_splice_unless_told_not_to() {
+    for mode in [Echo::Splice, Echo::Copy] {
+        let mut server = Server::start_with(mode.args(), |command| {
+            command.env("RUST_LOG", "trace");
+        });
+        let mut client = server.connect();
+        client.write_all(b"zero copies").expect("send");
+        let mut echo = [0u8; 11];
+        read_exactly(&mut client, &mut echo).expect("echo");
+        assert_eq!(&echo, b"zero copies");
+        drop(client);
+        // The connection's last line comes after every syscall it made.
+        server
+            .wait_for_log("closed (done)", Duration::from_secs(5))
+            .expect("no close in the log");
+        let spliced = server
+            .log
+            .iter()
+            .any(|l| l.contains("splice socket→pipe → 11 bytes"));
+        let read = server.log.iter().any(|l| l.contains("read → 11 bytes"));
+        match mode {
+            Echo::Splice => assert!(spliced && !read, "{:#?}", server.log),
+            Echo::Copy => assert!(read && !spliced, "{:#?}", server.log),
+        }
+    }
+}
+
 // ----- one big stream -----
 
 #[test]
 fn a_256_mib_stream_comes_back_byte_for_byte_while_the_client_reads_as_it_writes() {
+    a_256_mib_stream_comes_back_byte_for_byte_while_the_client_reads_as_it_writes_in(Echo::Splice);
+}
+
+#[test]
+fn a_256_mib_stream_comes_back_byte_for_byte_while_the_client_reads_as_it_writes_without_splice() {
+    a_256_mib_stream_comes_back_byte_for_byte_while_the_client_reads_as_it_writes_in(Echo::Copy);
+}
+
+fn a_256_mib_stream_comes_back_byte_for_byte_while_the_client_reads_as_it_writes_in(mode: Echo) {
     const TOTAL: usize = 256 * MIB;
-    let server = Server::start(&["--mode", "echo"]);
+    let server = Server::start(mode.args());
     let mut reader = connect(server.addr);
     let started = Instant::now();
     let sender = send_stream_then_half_close(&reader, TOTAL);
@@ -282,9 +347,18 @@ fn read_and_check_stream(reader: &mut TcpStream) -> usize {
 
 #[test]
 fn a_client_that_sends_64_mib_before_reading_is_held_back_not_buffered() {
+    a_client_that_sends_64_mib_before_reading_is_held_back_not_buffered_in(Echo::Splice);
+}
+
+#[test]
+fn a_client_that_sends_64_mib_before_reading_is_held_back_not_buffered_without_splice() {
+    a_client_that_sends_64_mib_before_reading_is_held_back_not_buffered_in(Echo::Copy);
+}
+
+fn a_client_that_sends_64_mib_before_reading_is_held_back_not_buffered_in(mode: Echo) {
     const TOTAL: usize = 64 * MIB;
     const ALLOWED_GROWTH_KIB: u64 = 16 * 1024;
-    let server = Server::start(&["--mode", "echo"]);
+    let server = Server::start(mode.args());
     let pid = server.child.id();
 
     // Warm up: let the loop touch its read and output buffers, so the baseline is the
@@ -407,10 +481,26 @@ fn a_client_that_shuts_down_its_write_side_gets_every_byte_back_then_end_of_file
 
 #[test]
 fn a_half_close_behind_megabytes_of_unread_echo_still_gets_every_byte_then_end_of_file() {
+    a_half_close_behind_megabytes_of_unread_echo_still_gets_every_byte_then_end_of_file_in(
+        Echo::Splice,
+    );
+}
+
+#[test]
+fn a_half_close_behind_megabytes_of_unread_echo_still_gets_every_byte_then_end_of_file_without_splice(
+) {
+    a_half_close_behind_megabytes_of_unread_echo_still_gets_every_byte_then_end_of_file_in(
+        Echo::Copy,
+    );
+}
+
+fn a_half_close_behind_megabytes_of_unread_echo_still_gets_every_byte_then_end_of_file_in(
+    mode: Echo,
+) {
     // The FIN arrives while the server still holds echo the client has not read: the server
     // must write all of it before its own FIN, not close on reading end-of-file.
     const TOTAL: usize = 4 * MIB;
-    let server = Server::start(&["--mode", "echo"]);
+    let server = Server::start(mode.args());
     let mut reader = connect(server.addr);
     let sender = send_stream_then_half_close(&reader, TOTAL);
     // Give the data and the FIN time to reach the server before we read anything.

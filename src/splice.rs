@@ -1,0 +1,281 @@
+//! Echo without copying: `splice(2)` moves bytes from a socket into a pipe and from the
+//! pipe back out to the socket, inside the kernel.
+//!
+//! `read(2)` + `write(2)` copies every byte twice, socket to user memory and back. A pipe
+//! holds references to pages, not bytes: splicing from a TCP socket into a pipe takes
+//! references to the pages the received data sits in (`skb_splice_bits`), and splicing
+//! from the pipe into a socket hands those same pages to the send queue. At 64 KiB a
+//! message those two copies were a third of the echo server's CPU time.
+//!
+//! One pipe serves a whole loop: it is empty between calls, because whatever the socket's
+//! send buffer does not take is read out of the pipe into the connection's pending output
+//! (see [`Pipe::echo`]). So a connection holds no pipe and no buffer while idle.
+//!
+//! Only echo mode uses this: the other protocols have to look at the bytes.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use log::trace;
+
+/// The pipe's size in bytes, which the kernel rounds to slots of one page each (4 KiB on
+/// x86-64): 256 slots. See [`Pipe::drained`] for why the slot count matters.
+const PIPE_SIZE: usize = 1024 * 1024;
+
+/// What one [`Pipe::echo`] did.
+#[derive(Debug)]
+pub struct Echoed {
+    /// Bytes taken from the socket; 0 means the peer sent FIN.
+    pub read: usize,
+    /// Bytes of those written back; the rest were appended to the pending output.
+    pub written: usize,
+}
+
+pub struct Pipe {
+    read_end: File,
+    write_end: OwnedFd,
+    /// How many buffers the pipe holds (`F_GETPIPE_SZ` / page size).
+    slots: usize,
+}
+
+impl Pipe {
+    pub fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we pass, or fails.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are new and owned by nobody else.
+        let (read_end, write_end) =
+            unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A bigger pipe if the system allows it (fs.pipe-max-size); the default 16 slots
+        // work too, they only make more reads ambiguous (see `drained`).
+        // SAFETY: fcntl on a descriptor we own; a failure leaves the pipe as it was.
+        let size = unsafe {
+            libc::fcntl(
+                write_end.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_SIZE as libc::c_int,
+            );
+            libc::fcntl(write_end.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        if size < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        Ok(Pipe {
+            read_end,
+            write_end,
+            slots: (size as usize / page).max(1),
+        })
+    }
+
+    /// Move up to `max` bytes from `socket` through the pipe and back into `socket`. The
+    /// part the socket's send buffer would not take is appended to `unsent`, so the pipe is
+    /// empty again when this returns, whatever happened: the next connection must not get
+    /// this one's bytes.
+    ///
+    /// Errors are the socket's (EAGAIN when there was nothing to read, ECONNRESET, EPIPE…)
+    /// and leave the pipe empty too. If the pipe itself fails, the error says so and the
+    /// caller must stop using it.
+    pub fn echo(
+        &mut self,
+        socket: RawFd,
+        peer: SocketAddr,
+        max: usize,
+        unsent: &mut Vec<u8>,
+    ) -> Result<Echoed, PipeError> {
+        let read = splice(socket, self.write_end.as_raw_fd(), max).map_err(PipeError::Socket)?;
+        trace!("{peer}: splice socket→pipe → {read} bytes");
+        let mut written = 0;
+        let mut failure = None;
+        while written < read {
+            match splice(self.read_end.as_raw_fd(), socket, read - written) {
+                Ok(0) => break, // cannot happen with bytes in the pipe; be safe anyway
+                Ok(n) => {
+                    trace!(
+                        "{peer}: splice pipe→socket → {n} of {} bytes",
+                        read - written
+                    );
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!(
+                        "splice pipe→socket → WouldBlock ({} bytes wait)",
+                        read - written
+                    );
+                    break;
+                }
+                Err(e) => {
+                    trace!("{peer}: splice pipe→socket → {e}");
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // Empty the pipe: what is left goes out later from the connection's own buffer, or
+        // nowhere if the socket failed.
+        let left = read - written;
+        if left > 0 {
+            let start = unsent.len();
+            unsent.resize(start + left, 0);
+            if let Err(e) = self.read_end.read_exact(&mut unsent[start..]) {
+                unsent.truncate(start);
+                return Err(PipeError::Pipe(e));
+            }
+            if failure.is_some() {
+                unsent.truncate(start);
+            }
+        }
+        match failure {
+            Some(e) => Err(PipeError::Socket(e)),
+            None => Ok(Echoed { read, written }),
+        }
+    }
+
+    /// Whether a read of `read` bytes, asked for `max`, emptied the socket's receive queue.
+    ///
+    /// A short `read(2)` means drained: TCP copies all it has, up to the length asked. A
+    /// short splice does not, quite: it also stops when the pipe runs out of slots, and a
+    /// slot holds one fragment of a received packet, however small. But every slot holds
+    /// at least one byte and the pipe started empty, so fewer bytes than slots means the
+    /// pipe was not full, and the queue was.
+    pub fn drained(&self, read: usize, max: usize) -> bool {
+        read < max && read < self.slots
+    }
+}
+
+#[derive(Debug)]
+pub enum PipeError {
+    /// The socket failed; the pipe is empty and fine.
+    Socket(io::Error),
+    /// The pipe failed and may hold stale bytes: drop it.
+    Pipe(io::Error),
+}
+
+/// One non-blocking `splice(2)` of up to `len` bytes. `SPLICE_F_MOVE` asks for page moves
+/// rather than copies where the kernel can; `SPLICE_F_NONBLOCK` makes the pipe side
+/// non-blocking (the socket is already).
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: null offsets are what splice takes for sockets and pipes; the descriptors
+    // are open for as long as this call runs, borrowed from their owners.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    const PEER: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
+    /// A connected pair standing in for a TCP connection: splice works on Unix stream
+    /// sockets the same way. The server's end is non-blocking, as the loop's sockets are.
+    fn pair() -> (UnixStream, UnixStream) {
+        let (client, server) = UnixStream::pair().expect("socketpair");
+        server.set_nonblocking(true).expect("nonblocking");
+        (client, server)
+    }
+
+    #[test]
+    fn bytes_come_straight_back() {
+        let mut pipe = Pipe::new().expect("pipe");
+        let (mut client, server) = pair();
+        client.write_all(b"hello").expect("write");
+        let mut unsent = Vec::new();
+        let echoed = pipe
+            .echo(server.as_raw_fd(), PEER, 1024, &mut unsent)
+            .expect("echo");
+        assert_eq!((echoed.read, echoed.written), (5, 5));
+        assert!(unsent.is_empty());
+        let mut back = [0u8; 5];
+        client.read_exact(&mut back).expect("read");
+        assert_eq!(&back, b"hello");
+        assert!(pipe.drained(5, 1024));
+    }
+
+    #[test]
+    fn what_the_socket_refuses_is_kept_and_the_pipe_left_empty() {
+        let mut pipe = Pipe::new().expect("pipe");
+        let (mut client, mut server) = pair();
+        // Fill the server's send direction: the client reads nothing yet.
+        let mut filled = 0;
+        loop {
+            match server.write(&[0u8; 4096]) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling: {e}"),
+            }
+        }
+        let message: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&message).expect("write");
+        let mut unsent = Vec::new();
+        let echoed = pipe
+            .echo(server.as_raw_fd(), PEER, 4096, &mut unsent)
+            .expect("echo");
+        assert_eq!(echoed.read, 1000);
+        assert_eq!(echoed.written + unsent.len(), 1000);
+        assert_eq!(unsent, message[echoed.written..]);
+
+        // The next connection through the same pipe gets its own bytes and nothing else.
+        let (mut other, other_server) = pair();
+        other.write_all(b"mine").expect("write");
+        let mut other_unsent = Vec::new();
+        let echoed = pipe
+            .echo(other_server.as_raw_fd(), PEER, 4096, &mut other_unsent)
+            .expect("echo");
+        assert_eq!((echoed.read, echoed.written), (4, 4));
+        let mut back = [0u8; 4];
+        other.read_exact(&mut back).expect("read");
+        assert_eq!(&back, b"mine");
+        assert!(filled > 0);
+    }
+
+    #[test]
+    fn end_of_stream_reads_zero_and_an_empty_socket_would_block() {
+        let mut pipe = Pipe::new().expect("pipe");
+        let (client, server) = pair();
+        let mut unsent = Vec::new();
+        match pipe.echo(server.as_raw_fd(), PEER, 1024, &mut unsent) {
+            Err(PipeError::Socket(e)) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+            other => panic!("expected WouldBlock, got {other:?}"),
+        }
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        let echoed = pipe
+            .echo(server.as_raw_fd(), PEER, 1024, &mut unsent)
+            .expect("echo");
+        assert_eq!((echoed.read, echoed.written), (0, 0));
+    }
+
+    #[test]
+    fn a_short_splice_means_drained_only_if_the_pipe_cannot_be_full() {
+        let pipe = Pipe::new().expect("pipe");
+        assert!(pipe.drained(0, 1024));
+        assert!(pipe.drained(pipe.slots - 1, 1 << 20));
+        // As many bytes as slots: possibly one byte per slot and a full pipe.
+        assert!(!pipe.drained(pipe.slots, 1 << 20));
+        assert!(!pipe.drained(1024, 1024));
+    }
+}
