@@ -56,20 +56,29 @@ struct Args {
     /// and at 64 KiB the client's CPU is what limits the rate.
     #[arg(long)]
     verify_first_only: bool,
-    /// After each connection's first message (read and checked as usual), send without
-    /// copying (vmsplice(2) the message into a pipe, splice(2) the pipe into the socket) and
-    /// receive without copying (recv(2) with MSG_TRUNC, which TCP answers by dropping the
-    /// bytes in the kernel, tcp(7)). At 64 KiB the client's two copies per message are what
-    /// limits the rate; without them, what is measured is the server.
+    /// Send without copying (vmsplice(2) the message into a pipe, splice(2) the pipe into
+    /// the socket) and receive without copying (recv(2) with MSG_TRUNC, which TCP answers
+    /// by dropping the bytes in the kernel, tcp(7)), except for each connection's first
+    /// message and every 16th after it, which are written, read and checked as usual. At
+    /// 64 KiB the client's two copies per message are what limits the rate; without them,
+    /// what is measured is the server.
     #[arg(long)]
     zero_copy: bool,
 }
 
+/// With --zero-copy, one message in this many on each connection is read and checked.
+const ZERO_COPY_CHECK_EVERY: u64 = 16;
+
 /// One connection: where it is in sending and receiving the current message.
 struct Conn {
     stream: TcpStream,
+    /// What this connection sends, over and over. Each connection's differs, so that bytes
+    /// of one echoed on another would not compare equal.
+    payload: Vec<u8>,
     sent: usize,
     received: usize,
+    /// Messages this connection has had back.
+    done: u64,
     /// Compare what comes back with what was sent.
     verify: bool,
     /// `--zero-copy`: the pipe the message goes through on its way to the socket.
@@ -114,9 +123,11 @@ impl ZeroCopyPipe {
                 iov_base: rest.as_ptr() as *mut libc::c_void,
                 iov_len: rest.len(),
             };
-            // SAFETY: the iovec points into `payload`, which lives, unchanged, until the
-            // run ends: the pipe (and then the socket) refer to its pages until the bytes
-            // are sent, so they must not change, and they never do.
+            // SAFETY: vmsplice reads the iovec during the call only, and it points into the
+            // connection's payload, alive and readable. (Afterwards the pipe, then TCP, hold
+            // references to the payload's pages until the bytes are acknowledged, on
+            // loopback until they have been through the server and back: were the payload
+            // changed meanwhile, the bytes sent would change with it. It never changes.)
             let n = unsafe {
                 libc::vmsplice(self.write_end.as_raw_fd(), &iov, 1, libc::SPLICE_F_NONBLOCK)
             };
@@ -133,7 +144,7 @@ impl ZeroCopyPipe {
                 socket,
                 std::ptr::null_mut(),
                 self.in_pipe,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                libc::SPLICE_F_NONBLOCK,
             )
         };
         if n < 0 {
@@ -188,8 +199,6 @@ fn run(args: &Args) -> Result<(), String> {
     if args.conns == 0 || args.size == 0 {
         return Err("--conns and --size must be above 0".to_string());
     }
-    // A pattern that does not repeat every 256 bytes, so a reordered chunk is noticed.
-    let payload: Vec<u8> = (0..args.size).map(|i| (i % 251) as u8).collect();
     let mut scratch = vec![0u8; 64 * 1024];
 
     let mut poll = Poll::new().map_err(|e| format!("epoll_create: {e}"))?;
@@ -215,10 +224,15 @@ fn run(args: &Args) -> Result<(), String> {
         } else {
             None
         };
+        // A pattern that does not repeat every 256 bytes, so a reordered chunk is noticed,
+        // shifted by the connection's number.
+        let payload = (0..args.size).map(|j| ((j + i * 97) % 251) as u8).collect();
         conns.push(Conn {
             stream,
+            payload,
             sent: 0,
             received: 0,
+            done: 0,
             verify: true,
             pipe,
         });
@@ -234,7 +248,6 @@ fn run(args: &Args) -> Result<(), String> {
     for conn in &mut conns {
         if let Err(f) = drive(
             conn,
-            &payload,
             &mut scratch,
             &mut messages,
             false,
@@ -275,7 +288,6 @@ fn run(args: &Args) -> Result<(), String> {
             }
             match drive(
                 conn,
-                &payload,
                 &mut scratch,
                 &mut messages,
                 stopping,
@@ -345,7 +357,6 @@ fn run(args: &Args) -> Result<(), String> {
 /// part before we have sent the last, so we must read while we write or both sides block.
 fn drive(
     conn: &mut Conn,
-    payload: &[u8],
     scratch: &mut [u8],
     messages: &mut u64,
     stopping: bool,
@@ -355,8 +366,8 @@ fn drive(
         // 1. Send what is left of the message.
         let mut write_blocked = false;
         let started_now = conn.sent == 0;
-        while conn.sent < payload.len() {
-            let rest = &payload[conn.sent..];
+        while conn.sent < conn.payload.len() {
+            let rest = &conn.payload[conn.sent..];
             let sent = match conn.pipe.as_mut() {
                 Some(pipe) if !conn.verify => pipe.send(conn.stream.as_raw_fd(), rest),
                 _ => conn.stream.write(rest),
@@ -392,7 +403,7 @@ fn drive(
         match got {
             Ok(0) => return Err(Failure::Closed),
             Ok(n) => {
-                let expected = &payload[conn.received..conn.received + n];
+                let expected = &conn.payload[conn.received..conn.received + n];
                 if conn.verify && scratch[..n] != *expected {
                     let at = conn.received
                         + scratch[..n]
@@ -410,10 +421,14 @@ fn drive(
         }
 
         // 3. A whole message is back: count it and start the next.
-        if conn.received == payload.len() {
+        if conn.received == conn.payload.len() {
             *messages += 1;
+            conn.done += 1;
             conn.received = 0;
-            conn.verify = !verify_first_only && conn.pipe.is_none();
+            conn.verify = match conn.pipe {
+                Some(_) => conn.done % ZERO_COPY_CHECK_EVERY == 0,
+                None => !verify_first_only,
+            };
             if stopping {
                 conn.sent = 0;
                 return Ok(true);

@@ -60,9 +60,9 @@ pub struct Args {
     /// Content-Type of the page. [default: from the --body file's extension, else text/html]
     #[arg(long, value_name = "TYPE")]
     pub content_type: Option<String>,
-    /// Echo mode: read and write through memory instead of moving bytes with splice(2).
+    /// Echo mode: move bytes socket → pipe → socket with splice(2), without copying them.
     #[arg(long)]
-    pub no_splice: bool,
+    pub splice: bool,
 }
 
 /// Everything a loop needs, resolved from [`Args`]: defaults filled in, files read.
@@ -79,7 +79,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub body: Vec<u8>,
     pub content_type: String,
-    /// Echo mode moves bytes with splice(2) (see `splice`).
+    /// Echo mode moves bytes with splice(2) (`--splice`, see `crate::splice`).
     pub splice: bool,
 }
 
@@ -116,7 +116,7 @@ impl Args {
             shutdown_timeout: self.shutdown_timeout,
             body,
             content_type,
-            splice: !self.no_splice,
+            splice: self.splice,
         })
     }
 }

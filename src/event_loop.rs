@@ -205,6 +205,12 @@ impl EventLoop {
         };
 
         let pipe = if config.mode == Mode::Echo && config.splice {
+            // Every other write passes MSG_NOSIGNAL, but splice(2) into a socket can't: a
+            // peer that is gone would raise SIGPIPE, whose default action kills the
+            // process. Rust's runtime ignores SIGPIPE before main; say so here too, for
+            // whoever runs this loop from elsewhere.
+            // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
             Pipe::new()
                 .inspect_err(|e| warn!("pipe for splice(2): {e}; echo copies instead"))
                 .ok()
@@ -628,11 +634,12 @@ impl EventLoop {
             }
             reads += 1;
 
-            // 3. Read. An echo connection with nothing owed moves the bytes straight back
-            //    out through the loop's pipe instead, which reads and answers in one go.
-            //    Not in a round epoll flagged (see `read_to_eagain`): at TCP's urgent mark
-            //    splice stops dead and says EAGAIN with data still queued, where read(2)
-            //    steps over the urgent byte.
+            // 3. Read. With --splice, an echo connection with nothing owed moves the bytes
+            //    straight back out through the loop's pipe instead, which reads and answers
+            //    in one go. Not in a round epoll flagged (see `read_to_eagain`): when TCP's
+            //    urgent byte is next in the queue, splice says EAGAIN with data still
+            //    queued behind it, where read(2) steps over it. FIN and error rounds read
+            //    too, only because one rule is simpler than two.
             let spliced = self.pipe.is_some()
                 && conn.phase == Phase::Open
                 && conn.unsent().is_empty()
@@ -659,10 +666,10 @@ impl EventLoop {
                     }
                 }
                 Ok(n) => {
-                    conn.bytes_in += n as u64;
-                    self.stats.bytes_in += n as u64;
                     if !spliced {
                         trace!("{}: read → {n} bytes", conn.peer);
+                        conn.bytes_in += n as u64;
+                        self.stats.bytes_in += n as u64;
                     }
                     if !spliced && conn.phase == Phase::Open {
                         self.output.clear();
@@ -960,6 +967,8 @@ fn splice_echo(
     let Some(p) = pipe.as_mut() else {
         return Err(io::ErrorKind::Unsupported.into());
     };
+    // Only called when nothing is owed, and a connection that owes nothing holds no buffer.
+    debug_assert!(conn.pending_output.capacity() == 0 || conn.unsent().is_empty());
     let mut unsent = pool.take();
     let result = p.echo(
         conn.stream.as_raw_fd(),
@@ -970,21 +979,29 @@ fn splice_echo(
     if unsent.is_empty() {
         pool.give_back(&mut unsent);
     } else {
+        pool.give_back(&mut conn.pending_output);
         conn.pending_output = unsent;
         conn.output_sent = 0;
     }
     match result {
         Ok(echoed) => {
+            conn.bytes_in += echoed.read as u64;
+            stats.bytes_in += echoed.read as u64;
             count_sent(conn, stats, echoed.written);
             stats.messages += u64::from(echoed.read > 0);
-            Ok(echoed.read)
+            match echoed.write_error {
+                Some(e) => Err(e),
+                None => Ok(echoed.read),
+            }
         }
         Err(PipeError::Socket(e)) => Err(e),
         Err(PipeError::Pipe(e)) => {
-            // It may hold another connection's bytes now: never use it again.
+            // It may hold another connection's bytes now: never use it again. The error is
+            // passed on as a failure of this connection, never as "would block", which
+            // would leave the bytes lost in the pipe unnoticed.
             warn!("splice pipe failed: {e}; echo copies from now on");
             *pipe = None;
-            Err(e)
+            Err(io::Error::other(format!("splice pipe: {e}")))
         }
     }
 }

@@ -8,7 +8,7 @@
 //!   module that does I/O.
 //! - [`connection`]: one client's socket, its pending bytes and what happens next.
 //! - [`buffers`]: the pool that lends a connection a buffer only while it has bytes waiting.
-//! - [`splice`]: echo mode's zero-copy path, socket → pipe → socket with `splice(2)`.
+//! - [`splice`]: `--splice`, echo without copying: socket → pipe → socket with `splice(2)`.
 //! - [`timers`]: idle, header and linger deadlines as O(1) lists.
 //! - [`protocol`]: echo, HTTP and WebSocket as pure functions of bytes, no socket in sight.
 //! - [`server`]: starts one loop per thread and adds up their totals at exit.

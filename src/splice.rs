@@ -1,5 +1,5 @@
-//! Echo without copying: `splice(2)` moves bytes from a socket into a pipe and from the
-//! pipe back out to the socket, inside the kernel.
+//! Echo without copying (`--splice`): `splice(2)` moves bytes from a socket into a pipe
+//! and from the pipe back out to the socket, inside the kernel.
 //!
 //! `read(2)` + `write(2)` copies every byte twice, socket to user memory and back. A pipe
 //! holds references to pages, not bytes: splicing from a TCP socket into a pipe takes
@@ -10,6 +10,13 @@
 //! One pipe serves a whole loop: it is empty between calls, because whatever the socket's
 //! send buffer does not take is read out of the pipe into the connection's pending output
 //! (see [`Pipe::echo`]). So a connection holds no pipe and no buffer while idle.
+//!
+//! Why it is not the default: the send queue then holds the pages the peer's packets
+//! arrived in, but TCP charges the socket only for the bytes (`tcp_sendmsg_locked` with
+//! `MSG_SPLICE_PAGES` charges `copy`). A remote peer that sends many tiny segments, each
+//! in a page of its own, and reads nothing back, could make a few KiB of charged send
+//! buffer pin megabytes. HAProxy's splice options are opt-in too. On loopback, where the
+//! sender packs its data into its own pages, the question does not arise.
 //!
 //! Only echo mode uses this: the other protocols have to look at the bytes.
 
@@ -29,8 +36,12 @@ const PIPE_SIZE: usize = 1024 * 1024;
 pub struct Echoed {
     /// Bytes taken from the socket; 0 means the peer sent FIN.
     pub read: usize,
-    /// Bytes of those written back; the rest were appended to the pending output.
+    /// Bytes of those written back; the rest were appended to the pending output, unless
+    /// writing failed.
     pub written: usize,
+    /// Writing back failed (the peer reset, EPIPE): the connection is done, and what was
+    /// not written is dropped. `read` and `written` still say what moved, for the counts.
+    pub write_error: Option<io::Error>,
 }
 
 pub struct Pipe {
@@ -50,8 +61,9 @@ impl Pipe {
         // SAFETY: both descriptors are new and owned by nobody else.
         let (read_end, write_end) =
             unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // A bigger pipe if the system allows it (fs.pipe-max-size); the default 16 slots
-        // work too, they only make more reads ambiguous (see `drained`).
+        // A bigger pipe if the system allows it (fs.pipe-max-size, and the per-user
+        // fs.pipe-user-pages-soft); the default 16 slots work too, they only make more
+        // reads ambiguous (see `drained`).
         // SAFETY: fcntl on a descriptor we own; a failure leaves the pipe as it was.
         let size = unsafe {
             libc::fcntl(
@@ -78,9 +90,10 @@ impl Pipe {
     /// empty again when this returns, whatever happened: the next connection must not get
     /// this one's bytes.
     ///
-    /// Errors are the socket's (EAGAIN when there was nothing to read, ECONNRESET, EPIPE…)
-    /// and leave the pipe empty too. If the pipe itself fails, the error says so and the
-    /// caller must stop using it.
+    /// `Err(Socket)` means nothing was read (EAGAIN when there was nothing to read,
+    /// ECONNRESET…); a failure writing back is in [`Echoed::write_error`]. `Err(Pipe)`
+    /// means the pipe itself failed and may hold stale bytes: the caller must stop using
+    /// it.
     pub fn echo(
         &mut self,
         socket: RawFd,
@@ -91,7 +104,7 @@ impl Pipe {
         let read = splice(socket, self.write_end.as_raw_fd(), max).map_err(PipeError::Socket)?;
         trace!("{peer}: splice socket→pipe → {read} bytes");
         let mut written = 0;
-        let mut failure = None;
+        let mut write_error = None;
         while written < read {
             match splice(self.read_end.as_raw_fd(), socket, read - written) {
                 Ok(0) => break, // cannot happen with bytes in the pipe; be safe anyway
@@ -105,14 +118,14 @@ impl Pipe {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(
-                        "splice pipe→socket → WouldBlock ({} bytes wait)",
+                        "{peer}: splice pipe→socket → WouldBlock ({} bytes wait)",
                         read - written
                     );
                     break;
                 }
                 Err(e) => {
                     trace!("{peer}: splice pipe→socket → {e}");
-                    failure = Some(e);
+                    write_error = Some(e);
                     break;
                 }
             }
@@ -127,23 +140,34 @@ impl Pipe {
                 unsent.truncate(start);
                 return Err(PipeError::Pipe(e));
             }
-            if failure.is_some() {
+            if write_error.is_some() {
                 unsent.truncate(start);
             }
         }
-        match failure {
-            Some(e) => Err(PipeError::Socket(e)),
-            None => Ok(Echoed { read, written }),
-        }
+        Ok(Echoed {
+            read,
+            written,
+            write_error,
+        })
     }
 
     /// Whether a read of `read` bytes, asked for `max`, emptied the socket's receive queue.
     ///
     /// A short `read(2)` means drained: TCP copies all it has, up to the length asked. A
-    /// short splice does not, quite: it also stops when the pipe runs out of slots, and a
-    /// slot holds one fragment of a received packet, however small. But every slot holds
-    /// at least one byte and the pipe started empty, so fewer bytes than slots means the
-    /// pipe was not full, and the queue was.
+    /// short splice does not, quite. `tcp_read_sock` also stops when the pipe is full, and
+    /// a slot holds as little as one byte: each piece of a received packet's data takes a
+    /// slot of its own, unless it continues the previous piece in the same page. But the
+    /// pipe started empty and every slot holds at least one byte, so fewer bytes than
+    /// slots means the pipe was not full, and the queue was empty.
+    ///
+    /// The other places a splice stops short are taken care of elsewhere: TCP's urgent
+    /// mark and a queued FIN come flagged by epoll, and those rounds read(2) (see
+    /// `event_loop`). One is not: data in a packet's header area is copied into a fresh
+    /// page, and if that allocation failed, the splice would stop early. It is an order-0
+    /// GFP_KERNEL allocation, which the kernel retries rather than fails unless the process
+    /// is being killed for want of memory.
+    ///
+    /// So a splice of 256 bytes or more costs one more call, which says EAGAIN.
     pub fn drained(&self, read: usize, max: usize) -> bool {
         read < max && read < self.slots
     }
@@ -157,9 +181,8 @@ pub enum PipeError {
     Pipe(io::Error),
 }
 
-/// One non-blocking `splice(2)` of up to `len` bytes. `SPLICE_F_MOVE` asks for page moves
-/// rather than copies where the kernel can; `SPLICE_F_NONBLOCK` makes the pipe side
-/// non-blocking (the socket is already).
+/// One non-blocking `splice(2)` of up to `len` bytes. `SPLICE_F_NONBLOCK` makes the pipe
+/// side non-blocking (the socket is already). (`SPLICE_F_MOVE` would be a no-op.)
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: null offsets are what splice takes for sockets and pipes; the descriptors
     // are open for as long as this call runs, borrowed from their owners.
@@ -170,7 +193,7 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
             to,
             std::ptr::null_mut(),
             len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            libc::SPLICE_F_NONBLOCK,
         )
     };
     if n < 0 {
@@ -267,6 +290,31 @@ mod tests {
             .echo(server.as_raw_fd(), PEER, 1024, &mut unsent)
             .expect("echo");
         assert_eq!((echoed.read, echoed.written), (0, 0));
+    }
+
+    #[test]
+    fn a_peer_that_is_gone_fails_the_write_back_and_leaves_the_pipe_empty() {
+        let mut pipe = Pipe::new().expect("pipe");
+        let (mut client, server) = pair();
+        client.write_all(b"bye").expect("write");
+        drop(client);
+        let mut unsent = Vec::new();
+        let echoed = pipe
+            .echo(server.as_raw_fd(), PEER, 1024, &mut unsent)
+            .expect("echo");
+        assert_eq!((echoed.read, echoed.written), (3, 0));
+        assert!(echoed.write_error.is_some(), "{echoed:?}");
+        assert!(unsent.is_empty(), "bytes for a dead peer are dropped");
+
+        let (mut other, other_server) = pair();
+        other.write_all(b"next").expect("write");
+        let echoed = pipe
+            .echo(other_server.as_raw_fd(), PEER, 1024, &mut unsent)
+            .expect("echo");
+        assert_eq!((echoed.read, echoed.written), (4, 4));
+        let mut back = [0u8; 4];
+        other.read_exact(&mut back).expect("read");
+        assert_eq!(&back, b"next");
     }
 
     #[test]
