@@ -80,7 +80,7 @@ impl Connection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorStatus {
     /// 400: the request line or a header is malformed, its framing is ambiguous, or its
-    /// Host is missing (HTTP/1.1) or repeated.
+    /// Host is missing (HTTP/1.1), repeated or not a host.
     BadRequest,
     /// 408: the head did not arrive within --header-timeout (slowloris).
     RequestTimeout,
@@ -458,6 +458,9 @@ fn read_headers<'a>(
         let value = header.value;
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            if !valid_host(value) {
+                return Err(ErrorStatus::BadRequest);
+            }
         } else if name.eq_ignore_ascii_case("content-length") {
             // `Content-Length: 5, 5` or two identical lines are one length (RFC 9110 §8.6);
             // two different lengths mean a proxy and we might split the stream differently.
@@ -531,6 +534,45 @@ fn read_headers<'a>(
 
 /// The comma-separated elements of a header value (RFC 9110 §5.6.1), trimmed, empty ones
 /// skipped.
+/// Whether a Host value is `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2), which
+/// §3.2 asks us to check: anything else gets 400. `Host: a, b` (two hosts folded into one
+/// line, which a proxy might route by either) and `Host: evil/path` are what this catches.
+/// An empty value is allowed: it is what a client sends for a target with no authority.
+fn valid_host(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let (host_ok, rest) = match value.strip_prefix(b"[") {
+        // An IP literal: an IPv6 address (or IPvFuture) in brackets.
+        Some(inside) => match inside.iter().position(|&b| b == b']') {
+            Some(end) => (
+                end > 0
+                    && inside[..end]
+                        .iter()
+                        .all(|&b| is_reg_name_byte(b) || b == b':'),
+                &inside[end + 1..],
+            ),
+            None => (false, &[][..]),
+        },
+        // A name or an IPv4 address: neither can contain ':', so the first ':' starts the port.
+        None => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            (
+                value[..end].iter().all(|&b| is_reg_name_byte(b)),
+                &value[end..],
+            )
+        }
+    };
+    let port_ok = match rest.strip_prefix(b":") {
+        Some(port) => port.iter().all(u8::is_ascii_digit),
+        None => rest.is_empty(),
+    };
+    host_ok && port_ok
+}
+
+/// RFC 3986 reg-name: unreserved, %-escapes (the '%' is checked loosely) and sub-delims.
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+}
+
 fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&byte| byte == b',')
@@ -1420,6 +1462,52 @@ mod tests {
             b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
         ] {
             assert_eq!(answer(input), error(ErrorStatus::BadRequest), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_host_is_400() {
+        for host in [
+            &b"a, b"[..],
+            b"a b",
+            b"x/y",
+            b"user@x",
+            b"x:80a",
+            b"x:80:81",
+            b"[::1",
+            b"[]",
+            b"[::1]x",
+            b"[::1]:8o",
+        ] {
+            let mut input = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            input.extend_from_slice(host);
+            input.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(
+                answer(&input),
+                error(ErrorStatus::BadRequest),
+                "Host: {:?}",
+                String::from_utf8_lossy(host)
+            );
+        }
+        for host in [
+            &b"x"[..],
+            b"",
+            b"example.com:8080",
+            b"127.0.0.1:80",
+            b"[::1]:3000",
+            b"[::1]",
+            b"xn--bcher-kva.example",
+            b"x:",
+        ] {
+            let mut input = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            input.extend_from_slice(host);
+            input.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(
+                answer(&input),
+                (ok(Connection::Persistent), Next::Continue),
+                "Host: {:?}",
+                String::from_utf8_lossy(host)
+            );
         }
     }
 
