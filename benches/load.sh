@@ -192,6 +192,12 @@ cpu_busy_jiffies() {
     awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
 
+# Steal time of every CPU, in ticks: time this VM's vCPUs were ready to run but the host
+# ran something else. A round with steal was disturbed from outside the machine.
+steal_jiffies() {
+    awk '$1 == "cpu" { print $9 }' /proc/stat
+}
+
 # The `times` builtin's second line is the CPU time (user, system) of this shell's reaped
 # children. Written to a file before and after a wrk run (by the main shell itself: in a
 # $(...) subshell it would report the subshell's children), the difference is wrk's.
@@ -393,11 +399,12 @@ run_wrk() { # section scenario server round port wrk-cpus threads conns lua [lua
     local section=$1 scenario=$2 server=$3 round=$4 port=$5 cpus=$6 threads=$7 conns=$8 lua=$9
     shift 9
     local out=$TMP/wrk-$section-$scenario-$server-$round.txt
-    local cpu0_before cpu1_before before after wall_before
+    local cpu0_before cpu1_before steal_before before after wall_before
     wall_before=$(date +%s%N)
     times >"$TMP/times.before"
     cpu0_before=$(cpu_busy_jiffies 0)
     cpu1_before=$(cpu_busy_jiffies 1)
+    steal_before=$(steal_jiffies)
     before=$(cpu_ns "${SERVER_PIDS[@]}")
     local args=(-t"$threads" -c"$conns" -d"${DURATION}s" --timeout 2s --latency -s "$lua"
         "http://127.0.0.1:$port/")
@@ -411,11 +418,12 @@ run_wrk() { # section scenario server round port wrk-cpus threads conns lua [lua
     # Let the server finish closing wrk's connections: that work belongs to this run.
     sleep 0.5
     after=$(cpu_ns "${SERVER_PIDS[@]}")
-    local cpu0 cpu1 window wrk_cpu
+    local cpu0 cpu1 window wrk_cpu steal
     times >"$TMP/times.after"
     wrk_cpu=$(($(children_cpu_cs "$TMP/times.after") - $(children_cpu_cs "$TMP/times.before")))
     cpu0=$(($(cpu_busy_jiffies 0) - cpu0_before))
     cpu1=$(($(cpu_busy_jiffies 1) - cpu1_before))
+    steal=$(($(steal_jiffies) - steal_before))
     window=$((($(date +%s%N) - wall_before) / 10000000)) # hundredths of a second
 
     local result
@@ -437,12 +445,12 @@ run_wrk() { # section scenario server round port wrk-cpus threads conns lua [lua
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$section" "$scenario" "$server" "$round" \
         "$rps" "$cpu_per_req" "$p99" "$errors" >>"$RESULTS"
     ((window > 0)) || window=1
-    printf '  round %s  %-10s %-8s %9s req/s  CPU %6s ns/req  p99 %9s  errors %s (connect %s read %s write %s timeout %s non-2xx %s)  busy: server %s%%, wrk %s%%, CPU0 %s%%, CPU1 %s%%\n' \
+    printf '  round %s  %-10s %-8s %9s req/s  CPU %6s ns/req  p99 %9s  errors %s (connect %s read %s write %s timeout %s non-2xx %s)  busy: server %s%%, wrk %s%%, CPU0 %s%%, CPU1 %s%%, steal %s%%\n' \
         "$round" "$scenario" "$server" "$rps" "$cpu_per_req" "$(fmt_us "$p99")" "$errors" \
         "$(field connect "$result")" "$(field read "$result")" "$(field write "$result")" \
         "$(field timeout "$result")" "$(field status "$result")" \
         "$(((after - before) / 100000 / window))" "$((wrk_cpu * 100 / window))" \
-        "$((cpu0 * 100 / window))" "$((cpu1 * 100 / window))"
+        "$((cpu0 * 100 / window))" "$((cpu1 * 100 / window))" "$((steal * 100 / window))"
 }
 
 median() { # values on stdin -> median, or "-" when there are none
@@ -471,7 +479,8 @@ while [[ $NG_PORT == "$SL_PORT" ]]; do NG_PORT=$(free_port); done
 say ""
 say "== 1 loop vs 1 nginx worker: servers on CPU $SERVER_CPU, wrk -t1 on CPU $CLIENT_CPU =="
 say "columns: req/s; server CPU ns per request; p99 latency; errors; how busy the server,"
-say "wrk and each CPU were over the run (CPU0/CPU1 count every process, ours and others')"
+say "wrk and each CPU were over the run (CPU0/CPU1 count every process, ours and others'),"
+say "and steal: time the host gave our vCPUs to someone else (percent of one CPU)"
 start_sockloop "$SERVER_CPU" "$SL_PORT" --mode http --max-conns 20000
 SL_PIDS=("${SERVER_PIDS[@]}")
 start_nginx "$SERVER_CPU" 1 "$NG_PORT"
@@ -629,6 +638,8 @@ for round in $(seq "$ROUNDS"); do
             ((size > 4096)) && client_args=(--verify-first-only)
             [[ $client == zero-copy ]] && client_args=(--zero-copy)
             out=$TMP/echo-$size-$client-$server-$round.txt
+            steal_before=$(steal_jiffies)
+            echo_started=$(date +%s%N)
             pinned "$CLIENT_CPU"
             "${PIN[@]}" "$ECHO_LOAD" --addr "127.0.0.1:$port" --conns "$conns" --size "$size" \
                 --duration "$DURATION" --server-pid "$pid" "${client_args[@]}" >"$out" 2>&1 &
@@ -643,10 +654,13 @@ for round in $(seq "$ROUNDS"); do
             fi
             printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$client" "$server" "$(field msgs_per_s "$result")" \
                 "$(field mb_per_s "$result")" "$(field server_cpu_ns_per_msg "$result")" >>"$ECHO_RESULTS"
-            printf '  round %s  %5s B x %2s conns, %-10s client, %-6s server: %9s msgs/s  %8s MB/s  server CPU %6s ns/msg  (client CPU %s ns/msg)\n' \
+            echo_window=$((($(date +%s%N) - echo_started) / 10000000))
+            ((echo_window > 0)) || echo_window=1
+            printf '  round %s  %5s B x %2s conns, %-10s client, %-6s server: %9s msgs/s  %8s MB/s  server CPU %6s ns/msg  (client CPU %s ns/msg)  steal %s%%\n' \
                 "$round" "$size" "$conns" "$client" "$server" "$(field msgs_per_s "$result")" \
                 "$(field mb_per_s "$result")" "$(field server_cpu_ns_per_msg "$result")" \
-                "$(field client_cpu_ns_per_msg "$result")"
+                "$(field client_cpu_ns_per_msg "$result")" \
+                "$((($(steal_jiffies) - steal_before) * 100 / echo_window))"
         done
     done
 done
