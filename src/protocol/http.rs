@@ -374,9 +374,10 @@ pub fn parse_request_head(input: &[u8]) -> Result<Option<RequestHead<'_>>, Error
     HeadScan::default().parse(input)
 }
 
-/// The search for the end of a request head, resumable. A slowloris client drips a head a
-/// byte at a time; rather than re-parse it from the start on every byte, we remember how far
-/// the search for the empty line got and call httparse once, when the head is complete.
+/// The search for the end of a request head, resumable. Usually a head arrives whole and
+/// one httparse pass finds its end and reads it. A slowloris client drips a head a byte at
+/// a time, though; rather than re-parse it from the start on every byte, we remember how
+/// far the search for the empty line got and call httparse again once the head is complete.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HeadScan {
     scanned: usize,
@@ -387,6 +388,12 @@ impl HeadScan {
     /// offered the same bytes as the last, with more appended.
     pub fn parse<'a>(&mut self, input: &'a [u8]) -> Result<Option<RequestHead<'a>>, ErrorStatus> {
         let window = &input[..input.len().min(MAX_HEAD_BYTES)];
+        // First sight of this head: let httparse look for its end. `None`: not all here.
+        if self.scanned == 0 {
+            if let Some(head) = parse_head(window)? {
+                return Ok(Some(head));
+            }
+        }
         let blank = leading_empty_lines(window);
         let Some(end) = find_empty_line(&window[blank..], &mut self.scanned) else {
             // 8 KiB and still no end: the head is too large, whatever follows.
@@ -397,31 +404,39 @@ impl HeadScan {
         };
         self.scanned = 0;
         let head = &window[..blank + end];
-
-        let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut []);
-        match request.parse_with_uninit_headers(head, &mut slots) {
-            Ok(httparse::Status::Complete(len)) if len == head.len() => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(ErrorStatus::HeaderFieldsTooLarge),
-            Err(httparse::Error::Version) if looks_like_request_line(head) => {
-                return Err(ErrorStatus::VersionNotSupported)
-            }
-            // A malformed line, or (which should not happen, since we found the empty line
-            // httparse stops at) a head it reads differently from us.
-            _ => return Err(ErrorStatus::BadRequest),
+        match parse_head(head)? {
+            Some(parsed) if parsed.len == head.len() => Ok(Some(parsed)),
+            // Which should not happen, since we found the empty line httparse stops at: a
+            // head it reads differently from us.
+            _ => Err(ErrorStatus::BadRequest),
         }
-        let (Some(method), Some(path), Some(minor)) =
-            (request.method, request.path, request.version)
-        else {
-            return Err(ErrorStatus::BadRequest);
-        };
-        let version = if minor == 0 {
-            Version::Http10
-        } else {
-            Version::Http11
-        };
-        read_headers(request.headers, method, path, version, head.len())
     }
+}
+
+/// One httparse pass over the start of `input`: the head if it is all there, `None` if
+/// it is not, or the status to answer.
+fn parse_head(input: &[u8]) -> Result<Option<RequestHead<'_>>, ErrorStatus> {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(input, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ErrorStatus::HeaderFieldsTooLarge),
+        Err(httparse::Error::Version) if looks_like_request_line(input) => {
+            return Err(ErrorStatus::VersionNotSupported)
+        }
+        Err(_) => return Err(ErrorStatus::BadRequest),
+    };
+    let (Some(method), Some(path), Some(minor)) = (request.method, request.path, request.version)
+    else {
+        return Err(ErrorStatus::BadRequest);
+    };
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    read_headers(request.headers, method, path, version, len)
 }
 
 /// Pull out of the header lines what decides framing, persistence and the upgrade.
@@ -569,8 +584,25 @@ fn valid_host(value: &[u8]) -> bool {
 }
 
 /// RFC 3986 reg-name: unreserved, %-escapes (the '%' is checked loosely) and sub-delims.
+/// A table, because every request's Host goes through here.
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+    const TABLE: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let b = i as u8;
+            table[i] = b.is_ascii_alphanumeric();
+            i += 1;
+        }
+        let others = b"-._~%!$&'()*+,;=";
+        let mut j = 0;
+        while j < others.len() {
+            table[others[j] as usize] = true;
+            j += 1;
+        }
+        table
+    };
+    TABLE[usize::from(b)]
 }
 
 fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
