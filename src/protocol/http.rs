@@ -388,9 +388,13 @@ impl HeadScan {
     /// offered the same bytes as the last, with more appended.
     pub fn parse<'a>(&mut self, input: &'a [u8]) -> Result<Option<RequestHead<'a>>, ErrorStatus> {
         let window = &input[..input.len().min(MAX_HEAD_BYTES)];
-        // First sight of this head: let httparse look for its end. `None`: not all here.
+        // First sight of this head: let httparse look for its end. If the head is not all
+        // here, or httparse objects, the slow path below waits for the whole head before
+        // judging it: httparse may object to half a line that the whole line would
+        // explain (`GET / HTTP/2` is a 400 until `.0` arrives and makes it a 505), and the
+        // answer must not depend on where the reads split the stream.
         if self.scanned == 0 {
-            if let Some(head) = parse_head(window)? {
+            if let Ok(Some(head)) = parse_head(window) {
                 return Ok(Some(head));
             }
         }
