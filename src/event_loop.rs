@@ -133,7 +133,7 @@ pub struct EventLoop {
     /// Every answer is built here, then written straight away.
     output: Vec<u8>,
     /// Echo mode's way around `read_buffer` and `output`: bytes go socket → pipe → socket
-    /// without a copy (see `splice`). `None` in other modes, with `--no-splice`, or if the
+    /// without a copy (see `splice`). `None` in other modes, without `--splice`, or if the
     /// pipe could not be made or failed.
     pipe: Option<Pipe>,
     pool: BufferPool,
@@ -666,23 +666,24 @@ impl EventLoop {
                     }
                 }
                 Ok(n) => {
+                    // (A splice already counted, and answered, what it moved.)
                     if !spliced {
                         trace!("{}: read → {n} bytes", conn.peer);
                         conn.bytes_in += n as u64;
                         self.stats.bytes_in += n as u64;
-                    }
-                    if !spliced && conn.phase == Phase::Open {
-                        self.output.clear();
-                        let input = &self.read_buffer[..n];
-                        offer(
-                            conn,
-                            input,
-                            &mut self.output,
-                            &mut self.pool,
-                            &self.page,
-                            &mut self.stats,
-                            &mut self.outbox,
-                        );
+                        if conn.phase == Phase::Open {
+                            self.output.clear();
+                            let input = &self.read_buffer[..n];
+                            offer(
+                                conn,
+                                input,
+                                &mut self.output,
+                                &mut self.pool,
+                                &self.page,
+                                &mut self.stats,
+                                &mut self.outbox,
+                            );
+                        }
                     }
                     // A short read emptied the socket's receive queue (tcp_recvmsg copies
                     // all it has, up to our length). Anything arriving later is a new edge
