@@ -136,22 +136,9 @@ impl ZeroCopyPipe {
             }
             self.in_pipe = n as usize;
         }
-        // SAFETY: two open descriptors and null offsets, as splice takes for pipes and sockets.
-        let n = unsafe {
-            libc::splice(
-                self.read_end.as_raw_fd(),
-                std::ptr::null_mut(),
-                socket,
-                std::ptr::null_mut(),
-                self.in_pipe,
-                libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.in_pipe -= n as usize;
-        Ok(n as usize)
+        let n = sockloop::splice::splice(self.read_end.as_raw_fd(), socket, self.in_pipe)?;
+        self.in_pipe -= n;
+        Ok(n)
     }
 }
 

@@ -181,9 +181,11 @@ pub enum PipeError {
     Pipe(io::Error),
 }
 
-/// One non-blocking `splice(2)` of up to `len` bytes. `SPLICE_F_NONBLOCK` makes the pipe
-/// side non-blocking (the socket is already). (`SPLICE_F_MOVE` would be a no-op.)
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+/// One non-blocking `splice(2)` of up to `len` bytes, between a pipe and a socket (either
+/// way). `SPLICE_F_NONBLOCK` makes the pipe side non-blocking (the socket is already).
+/// (`SPLICE_F_MOVE` would be a no-op.) Public for `examples/echo_load`, which sends its
+/// messages into sockets through a pipe too.
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: null offsets are what splice takes for sockets and pipes; the descriptors
     // are open for as long as this call runs, borrowed from their owners.
     let n = unsafe {
