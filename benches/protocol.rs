@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use sockloop::connection::MAX_PENDING_OUTPUT;
-use sockloop::protocol::http::{CannedPage, HttpSession, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
+use sockloop::protocol::http::HttpSession;
+use sockloop::protocol::responses::{Responses, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
 use sockloop::protocol::{echo, Context, Next};
 use sockloop::stats::Stats;
 
@@ -34,8 +35,8 @@ fn peer() -> SocketAddr {
 }
 
 /// The page as a loop builds it at start-up, Date rendered.
-fn page() -> CannedPage {
-    let mut page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+fn page() -> Responses {
+    let mut page = Responses::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
     page.set_date(SystemTime::now());
     page
 }
@@ -51,13 +52,13 @@ fn answer(
     session: &mut HttpSession,
     input: &[u8],
     out: &mut Vec<u8>,
-    page: &CannedPage,
+    page: &Responses,
     stats: &mut Stats,
     outbox: &mut Vec<Arc<[u8]>>,
 ) {
     out.clear();
     let mut ctx = Context {
-        page,
+        responses: page,
         out_budget: MAX_PENDING_OUTPUT,
         peer: peer(),
         stats,
@@ -133,7 +134,7 @@ fn echo(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 let mut ctx = Context {
-                    page: &page,
+                    responses: &page,
                     out_budget: MAX_PENDING_OUTPUT,
                     peer: peer(),
                     stats: &mut stats,

@@ -25,7 +25,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -117,7 +117,7 @@ impl ZeroCopyPipe {
 
     /// Send the start of `rest` (the unsent part of the message) into `socket`, as a
     /// write(2) would; returns the bytes the socket took.
-    fn send(&mut self, socket: RawFd, rest: &[u8]) -> io::Result<usize> {
+    fn send(&mut self, socket: impl AsFd, rest: &[u8]) -> io::Result<usize> {
         if self.in_pipe == 0 {
             let iov = libc::iovec {
                 iov_base: rest.as_ptr() as *mut libc::c_void,
@@ -136,7 +136,7 @@ impl ZeroCopyPipe {
             }
             self.in_pipe = n as usize;
         }
-        let n = sockloop::splice::splice(self.read_end.as_raw_fd(), socket, self.in_pipe)?;
+        let n = sockloop::splice::splice(&self.read_end, socket, self.in_pipe)?;
         self.in_pipe -= n;
         Ok(n)
     }
@@ -369,7 +369,7 @@ fn drive(
         while conn.sent < conn.payload.len() {
             let rest = &conn.payload[conn.sent..];
             let sent = match conn.pipe.as_mut() {
-                Some(pipe) if !conn.verify => pipe.send(conn.stream.as_raw_fd(), rest),
+                Some(pipe) if !conn.verify => pipe.send(&conn.stream, rest),
                 _ => conn.stream.write(rest),
             };
             match sent {

@@ -5,9 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::builder::PossibleValue;
+use clap::{Parser, ValueEnum};
 
-use crate::protocol::{http, Mode};
+use crate::protocol::{responses, Mode};
 
 /// A readiness-loop server written to be read: echo, HTTP and WebSocket modes on one mio loop.
 #[derive(Debug, Parser)]
@@ -65,6 +66,23 @@ pub struct Args {
     pub splice: bool,
 }
 
+/// `--mode`'s values, spelled as [`Mode::name`]. Written here rather than derived on `Mode`, so
+/// that the protocols know nothing of the command line.
+impl ValueEnum for Mode {
+    fn value_variants<'a>() -> &'a [Mode] {
+        &[Mode::Echo, Mode::Http, Mode::Ws]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Mode::Echo => "Write back exactly the bytes each client sends",
+            Mode::Http => "Answer every HTTP/1.x request with one canned page",
+            Mode::Ws => "Serve the chat page and run its WebSocket chat room",
+        };
+        Some(PossibleValue::new(self.name()).help(help))
+    }
+}
+
 /// Everything a loop needs, resolved from [`Args`]: defaults filled in, files read.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -96,7 +114,10 @@ impl Args {
                     .map_err(|e| format!("cannot read --body {}: {e}", path.display()))?;
                 (bytes, content_type_for(path))
             }
-            None => (http::DEFAULT_BODY.to_vec(), http::DEFAULT_CONTENT_TYPE),
+            None => (
+                responses::DEFAULT_BODY.to_vec(),
+                responses::DEFAULT_CONTENT_TYPE,
+            ),
         };
         let content_type = self
             .content_type

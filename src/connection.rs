@@ -1,23 +1,34 @@
 //! One client: its socket, the bytes we hold for it, and what happens next.
 //!
 //! Per-connection state is one struct with named flags, as Redis keeps a `client` with
-//! `CLIENT_CLOSE_AFTER_REPLY`. What the loop wants from the kernel (read? wait for
-//! writable?) is never stored: it is derived from these fields when needed, so it can't
-//! drift out of step with them.
+//! `CLIENT_CLOSE_AFTER_REPLY`, and as in Redis only the functions that change it touch the
+//! flags: here, the methods below. The loop asks ("should I read?", "which timer?") and
+//! reports ("the read returned 0", "n bytes went out"); it never sets a field. What the loop
+//! wants from the kernel is never stored: it is derived from these fields when needed, so it
+//! can't drift out of step with them.
+//!
+//! No method here makes a syscall: the socket is lent to `event_loop::io`, which does.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use log::trace;
+use mio::event::Event;
 use mio::net::TcpStream;
 use mio::Token;
 
-use crate::protocol::Session;
-use crate::timers::{Link, Linked};
+use crate::buffers::BufferPool;
+use crate::protocol::{Context, Next, Session};
+use crate::scratch::Scratch;
+use crate::timers::{Kind, Link, Linked};
 
-/// Stop reading from a peer once this many of our bytes wait for it to read. The peer keeps
-/// sending into its own socket buffer, then TCP's window closes and its writes block: the
-/// backpressure goes all the way back to the sender, and our memory stays bounded at this
-/// plus one read. 256 KiB is a few round trips of a loopback window.
+/// Stop reading from a peer once this many of our bytes wait for it to read. Its further
+/// requests then stay in our socket's receive buffer; when that is full we advertise a zero
+/// window, and from then on what the peer writes piles up in its own send buffer until its
+/// writes block (tcp(7); RFC 9293 §3.8.6). So the backpressure reaches the sender, and our
+/// memory stays bounded at this plus one read. 256 KiB is a few round trips of a loopback
+/// window.
 pub const MAX_PENDING_OUTPUT: usize = 256 * 1024;
 
 /// Where a connection is on its way from `accept(2)` to `close(2)`.
@@ -35,35 +46,39 @@ pub enum Phase {
 
 #[derive(Debug)]
 pub struct Connection {
-    pub stream: TcpStream,
+    stream: TcpStream,
     /// The token this connection is registered under: slab key + generation (see
-    /// `event_loop`). An event whose token differs belongs to a closed predecessor.
-    pub token: Token,
-    pub peer: SocketAddr,
-    pub session: Session,
-    pub phase: Phase,
+    /// `event_loop::token`). An event whose token differs belongs to a closed predecessor.
+    token: Token,
+    peer: SocketAddr,
+    session: Session,
+    phase: Phase,
     /// Input the session has not consumed yet: half a request. Unallocated when empty.
-    pub pending_input: Vec<u8>,
+    pending_input: Vec<u8>,
     /// Output the kernel would not take yet; `output_sent` bytes of it are already written.
     /// Unallocated when empty.
-    pub pending_output: Vec<u8>,
-    pub output_sent: usize,
-    /// The peer sent FIN: read(2) returned 0. The socket is in CLOSE_WAIT.
-    pub peer_closed: bool,
-    /// epoll reported input that we have not read to the end yet. With edge-triggered
-    /// readiness no second report comes, so this must be remembered while we hold off
-    /// reading (backpressure, flushing) and cleared only when a read drains the socket.
-    pub input_ready: bool,
+    pending_output: Vec<u8>,
+    output_sent: usize,
+    /// The peer sent FIN: read(2) returned 0.
+    peer_closed: bool,
+    /// epoll reported input that we have not read to the end yet. Edge-triggered readiness
+    /// reports new arrivals, not the state of the queue, so nothing reminds us of bytes we
+    /// leave behind: this must be remembered while we hold off reading (backpressure,
+    /// flushing) and cleared only when a read drains the socket.
+    input_ready: bool,
     /// epoll reported the peer's FIN (EPOLLRDHUP), urgent data (EPOLLPRI) or an error: a
     /// short read does not mean drained this time, so read on until EAGAIN or EOF.
-    pub read_to_eagain: bool,
+    read_to_eagain: bool,
     /// The session stopped consuming because our output hit its budget; the unconsumed
     /// input must be offered again once the peer has read some of it.
-    pub input_stalled: bool,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub opened: Instant,
-    pub timer: Link,
+    input_stalled: bool,
+    /// The session completed a request since the timer was last chosen: the header
+    /// deadline restarts for the next one.
+    answered: bool,
+    bytes_in: u64,
+    bytes_out: u64,
+    opened: Instant,
+    timer: Link,
 }
 
 impl Connection {
@@ -87,6 +102,7 @@ impl Connection {
             input_ready: false,
             read_to_eagain: false,
             input_stalled: false,
+            answered: false,
             bytes_in: 0,
             bytes_out: 0,
             opened: now,
@@ -94,19 +110,338 @@ impl Connection {
         }
     }
 
+    // ----- what the loop may look at -----
+
+    /// The socket, for the loop's syscalls. `&TcpStream` is enough: mio implements `Read`
+    /// and `Write` for a shared reference, as `std` does, since the kernel serializes them.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Bytes in and out so far, for the close line and for telling an active turn.
+    pub fn traffic(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
+    }
+
+    pub fn opened(&self) -> Instant {
+        self.opened
+    }
+
     /// Bytes written by the session that the kernel has not taken yet.
     pub fn unsent(&self) -> &[u8] {
         &self.pending_output[self.output_sent..]
     }
 
-    /// Whether the loop should read from the socket now. Derived, never stored.
-    pub fn wants_read(&self) -> bool {
+    /// Whether the loop should read from the socket now: epoll said there is input we have
+    /// not drained, and we want it. Derived, never stored.
+    pub fn should_read(&self) -> bool {
+        self.input_ready && self.wants_read()
+    }
+
+    fn wants_read(&self) -> bool {
         !self.peer_closed
             && match self.phase {
                 Phase::Open => !self.input_stalled && self.unsent().len() < MAX_PENDING_OUTPUT,
                 Phase::Flushing => false,
                 Phase::Lingering => true,
             }
+    }
+
+    /// Whether this round must read on until EAGAIN (see `read_to_eagain`).
+    pub fn read_to_eagain(&self) -> bool {
+        self.read_to_eagain
+    }
+
+    /// Whether echo's splice path may take the next read: nothing is owed or held, so the
+    /// bytes can go straight back out, and epoll flagged nothing that needs `read(2)`.
+    pub fn may_splice(&self) -> bool {
+        self.phase == Phase::Open
+            && self.unsent().is_empty()
+            && self.pending_input.is_empty()
+            && !self.read_to_eagain
+    }
+
+    // ----- what the kernel told us -----
+
+    /// epoll reported the socket. This is the only time we hear that input arrived, so it
+    /// is remembered until a read drains it. A writable-only event (the one right after
+    /// registration, or buffer space freed) brings no input, and reading would only get
+    /// EAGAIN. EPOLLRDHUP (the peer's FIN is queued behind the data) and EPOLLPRI (urgent
+    /// data, at whose mark a read stops short) mean a short read does not prove the queue
+    /// empty, so that round reads on until EAGAIN or end of stream; an error is read out too.
+    pub fn note_event(&mut self, event: &Event) {
+        let flagged = event.is_read_closed() || event.is_priority() || event.is_error();
+        if event.is_readable() || flagged {
+            self.input_ready = true;
+        }
+        if flagged {
+            self.read_to_eagain = true;
+        }
+    }
+
+    /// A read returned `n` > 0 bytes.
+    pub fn received(&mut self, n: usize) {
+        self.bytes_in += n as u64;
+    }
+
+    /// A read (or splice) stopped short, which drains the receive queue unless epoll
+    /// flagged this round (`read_to_eagain`).
+    pub fn drained(&mut self) {
+        if !self.read_to_eagain {
+            self.input_ready = false;
+        }
+    }
+
+    /// A read said EAGAIN: the receive queue is empty, whatever epoll flagged.
+    pub fn would_block(&mut self) {
+        self.input_ready = false;
+        self.read_to_eagain = false;
+    }
+
+    /// A read returned 0: the peer sent FIN and will send nothing more. Returns whether that
+    /// ends the connection now: it does when we had sent our FIN already (Lingering).
+    pub fn peer_sent_fin(&mut self) -> bool {
+        self.peer_closed = true;
+        self.input_ready = false;
+        self.phase == Phase::Lingering
+    }
+
+    /// The kernel took `n` bytes of output (from the loop's buffer or from ours).
+    pub fn count_sent(&mut self, n: usize) {
+        self.bytes_out += n as u64;
+    }
+
+    /// The kernel took `n` bytes of `unsent()`. Once all of it is gone the buffer goes back
+    /// to the pool: a connection that owes nothing holds no buffer.
+    pub fn unsent_written(&mut self, n: usize, pool: &mut BufferPool) {
+        self.count_sent(n);
+        self.output_sent += n;
+        if self.unsent().is_empty() {
+            pool.give_back(&mut self.pending_output);
+            self.output_sent = 0;
+        }
+    }
+
+    // ----- output the kernel has not taken -----
+
+    /// Make `output` ours to send, after what we already owe.
+    pub fn queue_output(&mut self, output: &[u8], pool: &mut BufferPool) {
+        if output.is_empty() {
+            return;
+        }
+        if self.pending_output.is_empty() {
+            self.pending_output = pool.take();
+        } else if self.output_sent > 0 {
+            // Drop the bytes already sent so the buffer never grows past the backpressure
+            // bound plus one answer.
+            self.pending_output.drain(..self.output_sent);
+            self.output_sent = 0;
+        }
+        self.pending_output.extend_from_slice(output);
+    }
+
+    /// Take `buffer`, from the pool, as the bytes owed; splice's leftovers arrive this way,
+    /// without a copy. Only when nothing is owed yet (`may_splice`).
+    pub fn owe_buffer(&mut self, mut buffer: Vec<u8>, pool: &mut BufferPool) {
+        debug_assert!(self.unsent().is_empty(), "owe_buffer would drop owed bytes");
+        if buffer.is_empty() {
+            pool.give_back(&mut buffer);
+            return;
+        }
+        pool.give_back(&mut self.pending_output);
+        self.pending_output = buffer;
+        self.output_sent = 0;
+    }
+
+    // ----- the session -----
+
+    /// Hand the session the first `n` bytes of the read buffer, after whatever it left
+    /// unconsumed last time, and keep what it does not consume now. Its answer is left in
+    /// `scratch.output`, for the loop to write next.
+    pub fn offer(&mut self, n: usize, scratch: &mut Scratch) {
+        let new_input = &scratch.read_buffer[..n];
+        scratch.output.clear();
+        // Usually nothing is held over and the session reads straight from the read buffer;
+        // only after a partial request are the new bytes appended to the held ones.
+        let held_over = !self.pending_input.is_empty();
+        if held_over {
+            self.pending_input.extend_from_slice(new_input);
+        }
+        let input: &[u8] = if held_over {
+            &self.pending_input
+        } else {
+            new_input
+        };
+        let out_budget = MAX_PENDING_OUTPUT.saturating_sub(self.unsent().len());
+        let mut ctx = Context {
+            responses: &scratch.responses,
+            out_budget,
+            peer: self.peer,
+            stats: &mut scratch.stats,
+            broadcast: &mut scratch.outbox,
+        };
+        let outcome = self.session.on_input(input, &mut scratch.output, &mut ctx);
+        let consumed = outcome.consumed.min(input.len());
+        self.answered |= outcome.answered;
+        self.input_stalled = consumed < input.len() && scratch.output.len() >= out_budget;
+        if held_over {
+            self.pending_input.drain(..consumed);
+            if self.pending_input.is_empty() {
+                scratch.pool.give_back(&mut self.pending_input);
+            }
+        } else if consumed < new_input.len() {
+            self.pending_input = scratch.pool.take();
+            self.pending_input.extend_from_slice(&new_input[consumed..]);
+        }
+        if outcome.next == Next::CloseAfterFlush {
+            self.set_phase(Phase::Flushing);
+        }
+    }
+
+    /// Input held back for lack of output room goes first, once there is room: offer it
+    /// again (with nothing new). Returns whether it did.
+    pub fn resume_stalled_input(&mut self, scratch: &mut Scratch) -> bool {
+        let room = self.unsent().len() < MAX_PENDING_OUTPUT;
+        if !(self.input_stalled && self.phase == Phase::Open && room) {
+            return false;
+        }
+        self.input_stalled = false;
+        self.offer(0, scratch);
+        true
+    }
+
+    /// The peer has said all it will say, and every complete request it sent is answered
+    /// (or queued): from here, finish writing, then close. Returns whether that began now.
+    pub fn finish_after_peer(&mut self) -> bool {
+        if self.peer_closed && self.phase == Phase::Open && !self.input_stalled {
+            self.set_phase(Phase::Flushing);
+            return true;
+        }
+        false
+    }
+
+    /// Our FIN is out (`shutdown(SHUT_WR)`): linger, reading and discarding, until the
+    /// peer's. Returns whether the peer's FIN came already, which ends the connection.
+    pub fn fin_sent(&mut self, pool: &mut BufferPool) -> bool {
+        self.set_phase(Phase::Lingering);
+        pool.give_back(&mut self.pending_input);
+        self.peer_closed
+    }
+
+    /// The header timeout fired: the session says so (HTTP answers 408), then we close.
+    pub fn header_timeout(&mut self, scratch: &mut Scratch) {
+        scratch.output.clear();
+        let mut ctx = Context {
+            responses: &scratch.responses,
+            out_budget: MAX_PENDING_OUTPUT,
+            peer: self.peer,
+            stats: &mut scratch.stats,
+            broadcast: &mut scratch.outbox,
+        };
+        self.session
+            .on_header_timeout(&mut scratch.output, &mut ctx);
+        self.queue_output(&scratch.output, &mut scratch.pool);
+        scratch.output.clear();
+        self.set_phase(Phase::Flushing);
+    }
+
+    /// The server is shutting down: the session says its last word (a WebSocket close
+    /// frame) and whether it can go once that is written, or must answer the request in
+    /// progress first. Returns false, having done nothing, if it was closing already.
+    pub fn shutdown(&mut self, scratch: &mut Scratch) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        scratch.output.clear();
+        let unconsumed = self.pending_input.len();
+        let next = self.session.on_shutdown(unconsumed, &mut scratch.output);
+        self.queue_output(&scratch.output, &mut scratch.pool);
+        scratch.output.clear();
+        if next == Next::CloseAfterFlush {
+            self.set_phase(Phase::Flushing);
+        }
+        true
+    }
+
+    /// Another client said something to the room: queue each frame the session takes. A
+    /// client too far behind is closed by its session (1008) instead. Returns false, having
+    /// done nothing, if it was closing already.
+    pub fn take_broadcast(&mut self, frames: &[Arc<[u8]>], scratch: &mut Scratch) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        for frame in frames {
+            scratch.output.clear();
+            let unsent = self.unsent().len();
+            let next = self
+                .session
+                .on_broadcast(frame, unsent, &mut scratch.output, self.peer);
+            self.queue_output(&scratch.output, &mut scratch.pool);
+            scratch.output.clear();
+            if next == Next::CloseAfterFlush {
+                self.set_phase(Phase::Flushing);
+                break;
+            }
+        }
+        true
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        if self.phase != phase {
+            trace!("{}: phase {:?}→{:?}", self.peer, self.phase, phase);
+            self.phase = phase;
+        }
+    }
+
+    /// The connection is closing: give its buffers back.
+    pub fn release_buffers(&mut self, pool: &mut BufferPool) {
+        pool.give_back(&mut self.pending_input);
+        pool.give_back(&mut self.pending_output);
+    }
+
+    // ----- deadlines -----
+
+    /// Which deadline this connection should be running after a turn, or `None` to leave
+    /// its timer as it is. `active`: bytes moved this turn.
+    pub fn wanted_timer(&mut self, active: bool) -> Option<Kind> {
+        let answered = std::mem::take(&mut self.answered);
+        let current = self.timer.kind();
+        // Half a request head is buffered and nothing holds it back but the peer.
+        let waiting_for_head = self.phase == Phase::Open
+            && self.session.in_request_head()
+            && !self.pending_input.is_empty()
+            && !self.input_stalled;
+        match self.phase {
+            // Waiting for the peer's FIN: the linger deadline is not extended by anything.
+            Phase::Lingering if current == Some(Kind::Linger) => None,
+            Phase::Lingering => Some(Kind::Linger),
+            // A closing connection whose peer stops reading (a stuck tab behind a 1008, a
+            // client that never reads its 408) must not hold its unsent bytes for a whole
+            // idle timeout: each write must make progress within the linger time.
+            Phase::Flushing if current == Some(Kind::Linger) && !active => None,
+            Phase::Flushing => Some(Kind::Linger),
+            // The header deadline runs from a request's first byte: more bytes of the same
+            // head do not extend it (slowloris drips one a second), a completed request
+            // restarts it.
+            Phase::Open if waiting_for_head && current == Some(Kind::Header) && !answered => None,
+            Phase::Open if waiting_for_head => Some(Kind::Header),
+            // A new connection that has sent nothing yet keeps its first header deadline.
+            Phase::Open if current == Some(Kind::Header) && !active => None,
+            Phase::Open if active => Some(Kind::Idle),
+            Phase::Open => None,
+        }
     }
 }
 
@@ -124,8 +459,9 @@ mod tests {
     /// is 0.25 KiB of RSS per idle connection: keep the entry well under it.
     #[test]
     fn a_connection_fits_the_idle_memory_budget() {
-        let entry =
-            std::mem::size_of::<slab::Slab<Connection>>().max(std::mem::size_of::<Connection>());
-        assert!(entry <= 216, "Connection is {entry} bytes");
+        // A slab entry is an enum of a vacant slot's next-free index and the connection:
+        // at most the connection plus one word for the tag.
+        let entry = std::mem::size_of::<Connection>() + std::mem::size_of::<usize>();
+        assert!(entry <= 216, "a slab entry is up to {entry} bytes");
     }
 }

@@ -2,27 +2,41 @@
 //!
 //! # The map
 //! - [`cli`]: the command line, and the [`Config`](cli::Config) every loop is built from.
+//! - [`server`]: start-up and exit: binds the listeners, runs one loop per thread, adds up
+//!   their totals.
 //! - [`listener`]: the listening socket, made by hand with socket2: `socket`, `SO_REUSEADDR`,
 //!   `SO_REUSEPORT`, `bind`, `listen(backlog)`.
-//! - [`event_loop`]: the spine. One `mio::Poll`, one listener, a slab of connections; the only
-//!   module that does I/O.
-//! - [`connection`]: one client's socket, its pending bytes and what happens next.
+//! - [`event_loop`]: the spine. One `mio::Poll`, one listener, a slab of connections. Its
+//!   folder: `mod.rs` (the loop, `before_sleep`, the one close door), `accept.rs`, `io.rs`
+//!   (one connection moved forward), `signals.rs`, `room.rs` (ws broadcasts), `token.rs`.
+//! - [`connection`]: one client: its socket, the bytes we hold for it, what happens next.
+//! - [`scratch`]: the loop's working memory, lent to one connection at a time.
 //! - [`buffers`]: the pool that lends a connection a buffer only while it has bytes waiting.
 //! - [`splice`]: `--splice`, echo without copying: socket → pipe → socket with `splice(2)`.
 //! - [`timers`]: idle, header and linger deadlines as O(1) lists.
-//! - [`protocol`]: echo, HTTP and WebSocket as pure functions of bytes, no socket in sight.
-//! - [`server`]: starts one loop per thread and adds up their totals at exit.
+//! - [`protocol`]: echo, HTTP and WebSocket as pure functions of bytes, no socket in sight;
+//!   `responses.rs` holds the canned answers both HTTP and ws send.
 //! - [`stats`]: the counters behind the exit line.
 //!
 //! # The path of one request
-//! `accept(2)` in [`event_loop`] hands over a socket; it goes into the slab and is registered
-//! with epoll once, for both directions. When epoll says it is readable, the loop reads into
-//! its one scratch buffer until the kernel has nothing more; the bytes go to the
-//! connection's [`protocol::Session`], which appends its answer to the loop's output buffer.
-//! The loop writes that answer straight away; only if the kernel's send buffer is full does
-//! the unsent tail move into a buffer of the connection's own, written when epoll says the
-//! socket is writable again. When the session says so, or the peer leaves, the connection is
-//! closed, in one place: [`event_loop`]'s `close`.
+//! 1. `server::run` binds the listener (`listener::listen`) and starts `EventLoop::run`
+//!    (`event_loop/mod.rs`), which sleeps in `epoll_wait`.
+//! 2. The listener is readable: `EventLoop::accept` (`event_loop/accept.rs`) takes every
+//!    queued connection; `admit` puts each in the slab under a token (`token.rs`) and
+//!    registers it with epoll once, for both directions.
+//! 3. The socket is readable: `on_connection_event` notes it (`Connection::note_event`) and
+//!    `drive` gives the connection a turn: `Turn::advance` (`event_loop/io.rs`), a short list
+//!    of verbs. `read_once` reads into the loop's one read buffer ([`scratch`]);
+//!    `hand_to_protocol` passes the bytes to `Connection::offer`, which calls the
+//!    connection's [`protocol::Session`]; the session appends its answer to the loop's output
+//!    buffer.
+//! 4. `write_what_we_owe` writes that answer straight away; only if the kernel's send buffer
+//!    is full does the unsent tail move into a buffer of the connection's own
+//!    (`Connection::queue_output`), written when epoll says the socket is writable again.
+//! 5. When the session says so, or the peer sends FIN, `finish_flushing` sends our FIN with
+//!    `shutdown(SHUT_WR)` and the connection lingers until the peer's; then
+//!    `EventLoop::close` (`event_loop/mod.rs`), the one place a connection ends, drops the
+//!    socket, which is `close(2)`.
 
 pub mod buffers;
 pub mod cli;
@@ -30,6 +44,7 @@ pub mod connection;
 pub mod event_loop;
 pub mod listener;
 pub mod protocol;
+pub mod scratch;
 pub mod server;
 pub mod splice;
 pub mod stats;

@@ -1,5 +1,6 @@
 //! `sockloop`: parse the command line, start the loops, and turn start-up failures into one
-//! line and exit code 1. Bad flags exit with 2, clap's convention.
+//! line and exit code 1. Bad flags exit with 2, clap's convention; a second SIGINT or SIGTERM
+//! exits with 128 + its number, as a shell reports a process a signal killed.
 
 use std::process::ExitCode;
 
@@ -16,7 +17,11 @@ fn main() -> ExitCode {
         }
     };
     match sockloop::server::run(config) {
-        Ok(_) => ExitCode::SUCCESS,
+        // A second signal: the shell's convention, 128 + the signal's number.
+        Ok(finished) => match finished.cut_short_by {
+            Some(signal) => ExitCode::from(u8::try_from(128 + signal).unwrap_or(u8::MAX)),
+            None => ExitCode::SUCCESS,
+        },
         Err(e) => {
             eprintln!("sockloop: {e}");
             ExitCode::from(1)

@@ -6,7 +6,7 @@ use std::thread;
 use log::{error, info};
 
 use crate::cli::Config;
-use crate::event_loop::{EventLoop, Shared};
+use crate::event_loop::{EventLoop, Finished, Shared};
 use crate::listener::{self, ListenError};
 use crate::stats::Stats;
 
@@ -37,7 +37,14 @@ impl From<ListenError> for RunError {
 }
 
 /// Bind, serve until a signal, and return the totals of every loop.
-pub fn run(config: Config) -> Result<Stats, RunError> {
+pub fn run(config: Config) -> Result<Finished, RunError> {
+    // Every write to a client passes MSG_NOSIGNAL (mio and std do), but splice(2) into a
+    // socket can't: a peer that is gone would raise SIGPIPE, whose default action kills the
+    // process. Rust's runtime ignores SIGPIPE before main; say so here too, once for the
+    // whole process, for whoever calls this from elsewhere.
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+
     // The first listener resolves port 0; the others (one per extra loop) bind the port it
     // got, each with SO_REUSEPORT, so the kernel spreads connections across the loops.
     let first = listener::listen(config.addr, config.backlog, config.reuse_port)?;
@@ -71,11 +78,13 @@ pub fn run(config: Config) -> Result<Stats, RunError> {
         .collect();
 
     let mut totals = Stats::default();
+    let mut cut_short_by = None;
     let mut failed = 0;
     for (i, handle) in loops.into_iter().enumerate() {
         let stopped = match handle.map(|h| h.join()) {
-            Ok(Ok(Ok(stats))) => {
-                totals += stats;
+            Ok(Ok(Ok(finished))) => {
+                totals += finished.stats;
+                cut_short_by = cut_short_by.or(finished.cut_short_by);
                 continue;
             }
             Ok(Ok(Err(e))) => format!("stopped: {e}"),
@@ -87,7 +96,10 @@ pub fn run(config: Config) -> Result<Stats, RunError> {
     }
     info!("totals: {totals}");
     match failed {
-        0 => Ok(totals),
+        0 => Ok(Finished {
+            stats: totals,
+            cut_short_by,
+        }),
         n => Err(RunError::LoopsFailed(n)),
     }
 }

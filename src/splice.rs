@@ -23,9 +23,10 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use log::trace;
+use rustix::pipe::{fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, PipeFlags, SpliceFlags};
 
 /// The pipe's size in bytes, which the kernel rounds to slots of one page each (4 KiB on
 /// x86-64): 256 slots. See [`Pipe::drained`] for why the slot count matters.
@@ -53,35 +54,19 @@ pub struct Pipe {
 
 impl Pipe {
     pub fn new() -> io::Result<Pipe> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two descriptors into the array we pass, or fails.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
+        // pipe2(2), non-blocking at both ends so that no splice ever sleeps on the pipe.
+        let (read_end, write_end) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        // F_SETPIPE_SZ (fcntl(2)): a bigger pipe if the system allows it (fs.pipe-max-size,
+        // and the per-user fs.pipe-user-pages-soft). If it refuses, the default 16 slots
+        // work too; they only make more reads ambiguous (see `drained`).
+        if let Err(e) = fcntl_setpipe_size(&write_end, PIPE_SIZE) {
+            trace!("fcntl(F_SETPIPE_SZ, {PIPE_SIZE}) → {e}; keeping the default size");
         }
-        // SAFETY: both descriptors are new and owned by nobody else.
-        let (read_end, write_end) =
-            unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // A bigger pipe if the system allows it (fs.pipe-max-size, and the per-user
-        // fs.pipe-user-pages-soft); the default 16 slots work too, they only make more
-        // reads ambiguous (see `drained`).
-        // SAFETY: fcntl on a descriptor we own; a failure leaves the pipe as it was.
-        let size = unsafe {
-            libc::fcntl(
-                write_end.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_SIZE as libc::c_int,
-            );
-            libc::fcntl(write_end.as_raw_fd(), libc::F_GETPIPE_SZ)
-        };
-        if size < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let size = fcntl_getpipe_size(&write_end)?;
         Ok(Pipe {
-            read_end,
+            read_end: File::from(read_end),
             write_end,
-            slots: (size as usize / page).max(1),
+            slots: (size / rustix::param::page_size()).max(1),
         })
     }
 
@@ -96,17 +81,18 @@ impl Pipe {
     /// it.
     pub fn echo(
         &mut self,
-        socket: RawFd,
+        socket: impl AsFd,
         peer: SocketAddr,
         max: usize,
         unsent: &mut Vec<u8>,
     ) -> Result<Echoed, PipeError> {
-        let read = splice(socket, self.write_end.as_raw_fd(), max).map_err(PipeError::Socket)?;
+        let socket = socket.as_fd();
+        let read = splice(socket, &self.write_end, max).map_err(PipeError::Socket)?;
         trace!("{peer}: splice socket→pipe → {read} bytes");
         let mut written = 0;
         let mut write_error = None;
         while written < read {
-            match splice(self.read_end.as_raw_fd(), socket, read - written) {
+            match splice(&self.read_end, socket, read - written) {
                 Ok(0) => break, // cannot happen with bytes in the pipe; be safe anyway
                 Ok(n) => {
                     trace!(
@@ -167,7 +153,9 @@ impl Pipe {
     /// GFP_KERNEL allocation, which the kernel retries rather than fails unless the process
     /// is being killed for want of memory.
     ///
-    /// So a splice of 256 bytes or more costs one more call, which says EAGAIN.
+    /// So a splice of as many bytes as the pipe has slots, or more, costs one more call,
+    /// which says EAGAIN: from 256 bytes with the 1 MiB pipe we ask for, from 16 bytes if
+    /// the system kept the default 64 KiB.
     pub fn drained(&self, read: usize, max: usize) -> bool {
         read < max && read < self.slots
     }
@@ -185,24 +173,16 @@ pub enum PipeError {
 /// way). `SPLICE_F_NONBLOCK` makes the pipe side non-blocking (the socket is already).
 /// (`SPLICE_F_MOVE` would be a no-op.) Public for `examples/echo_load`, which sends its
 /// messages into sockets through a pipe too.
-pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: null offsets are what splice takes for sockets and pipes; the descriptors
-    // are open for as long as this call runs, borrowed from their owners.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    // Null offsets: sockets and pipes have no file position to splice from or to.
+    Ok(rustix::pipe::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFlags::NONBLOCK,
+    )?)
 }
 
 #[cfg(test)]
@@ -228,9 +208,7 @@ mod tests {
         let (mut client, server) = pair();
         client.write_all(b"hello").expect("write");
         let mut unsent = Vec::new();
-        let echoed = pipe
-            .echo(server.as_raw_fd(), PEER, 1024, &mut unsent)
-            .expect("echo");
+        let echoed = pipe.echo(&server, PEER, 1024, &mut unsent).expect("echo");
         assert_eq!((echoed.read, echoed.written), (5, 5));
         assert!(unsent.is_empty());
         let mut back = [0u8; 5];
@@ -255,9 +233,7 @@ mod tests {
         let message: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
         client.write_all(&message).expect("write");
         let mut unsent = Vec::new();
-        let echoed = pipe
-            .echo(server.as_raw_fd(), PEER, 4096, &mut unsent)
-            .expect("echo");
+        let echoed = pipe.echo(&server, PEER, 4096, &mut unsent).expect("echo");
         assert_eq!(echoed.read, 1000);
         assert_eq!(echoed.written + unsent.len(), 1000);
         assert_eq!(unsent, message[echoed.written..]);
@@ -267,7 +243,7 @@ mod tests {
         other.write_all(b"mine").expect("write");
         let mut other_unsent = Vec::new();
         let echoed = pipe
-            .echo(other_server.as_raw_fd(), PEER, 4096, &mut other_unsent)
+            .echo(&other_server, PEER, 4096, &mut other_unsent)
             .expect("echo");
         assert_eq!((echoed.read, echoed.written), (4, 4));
         let mut back = [0u8; 4];
@@ -281,16 +257,14 @@ mod tests {
         let mut pipe = Pipe::new().expect("pipe");
         let (client, server) = pair();
         let mut unsent = Vec::new();
-        match pipe.echo(server.as_raw_fd(), PEER, 1024, &mut unsent) {
+        match pipe.echo(&server, PEER, 1024, &mut unsent) {
             Err(PipeError::Socket(e)) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
             other => panic!("expected WouldBlock, got {other:?}"),
         }
         client
             .shutdown(std::net::Shutdown::Write)
             .expect("shutdown");
-        let echoed = pipe
-            .echo(server.as_raw_fd(), PEER, 1024, &mut unsent)
-            .expect("echo");
+        let echoed = pipe.echo(&server, PEER, 1024, &mut unsent).expect("echo");
         assert_eq!((echoed.read, echoed.written), (0, 0));
     }
 
@@ -301,9 +275,7 @@ mod tests {
         client.write_all(b"bye").expect("write");
         drop(client);
         let mut unsent = Vec::new();
-        let echoed = pipe
-            .echo(server.as_raw_fd(), PEER, 1024, &mut unsent)
-            .expect("echo");
+        let echoed = pipe.echo(&server, PEER, 1024, &mut unsent).expect("echo");
         assert_eq!((echoed.read, echoed.written), (3, 0));
         assert!(echoed.write_error.is_some(), "{echoed:?}");
         assert!(unsent.is_empty(), "bytes for a dead peer are dropped");
@@ -311,7 +283,7 @@ mod tests {
         let (mut other, other_server) = pair();
         other.write_all(b"next").expect("write");
         let echoed = pipe
-            .echo(other_server.as_raw_fd(), PEER, 1024, &mut unsent)
+            .echo(&other_server, PEER, 1024, &mut unsent)
             .expect("echo");
         assert_eq!((echoed.read, echoed.written), (4, 4));
         let mut back = [0u8; 4];

@@ -19,7 +19,8 @@ pub struct Stats {
     /// Peers that vanished mid-conversation (RST, EPIPE): normal on the Internet, counted
     /// apart from errors.
     pub resets: u64,
-    /// Connections closed by the idle, header or shutdown timeout.
+    /// Connections closed by the idle, linger or shutdown timeout. (The header timeout is
+    /// answered with a 408, counted in `errors`, and the connection then closes as usual.)
     pub timeouts: u64,
     /// Bad requests answered with an error status, and syscalls that failed otherwise.
     pub errors: u64,

@@ -7,7 +7,8 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sockloop::protocol::http::{CannedPage, HttpSession, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
+use sockloop::protocol::http::HttpSession;
+use sockloop::protocol::responses::{Responses, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
 use sockloop::protocol::{Context, Next};
 use sockloop::stats::Stats;
 
@@ -70,7 +71,7 @@ fn batch() -> Vec<u8> {
 
 #[test]
 fn ten_thousand_pipelined_requests_allocate_nothing() {
-    let page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+    let page = Responses::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
     let mut stats = Stats::default();
     let mut session = HttpSession::new();
     let batch = batch();
@@ -81,7 +82,7 @@ fn ten_thousand_pipelined_requests_allocate_nothing() {
         // Like the loop: the previous answers were written, the buffer is reused.
         out.clear();
         let mut ctx = Context {
-            page: &page,
+            responses: &page,
             out_budget: usize::MAX,
             peer,
             stats,

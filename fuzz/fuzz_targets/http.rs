@@ -7,9 +7,8 @@
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use sockloop::protocol::http::{
-    CannedPage, HttpSession, CONTINUE, DEFAULT_BODY, DEFAULT_CONTENT_TYPE,
-};
+use sockloop::protocol::http::HttpSession;
+use sockloop::protocol::responses::{Responses, CONTINUE, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
 use sockloop::protocol::{Context, Next};
 use sockloop::stats::Stats;
 
@@ -22,7 +21,7 @@ fuzz_target!(|input: (u8, Vec<u16>, &[u8])| {
     };
     let time_out_at_end = knobs & 0x4 != 0;
 
-    let page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+    let page = Responses::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
     let mut stats = Stats::default();
     let mut session = HttpSession::new();
     let mut unconsumed: Vec<u8> = Vec::new();
@@ -44,7 +43,7 @@ fuzz_target!(|input: (u8, Vec<u16>, &[u8])| {
         // budget it takes one request per call, and the loop writes `out` in between.
         loop {
             let mut ctx = Context {
-                page: &page,
+                responses: &page,
                 out_budget,
                 peer: SocketAddr::from(([127, 0, 0, 1], 9)),
                 stats: &mut stats,
@@ -65,7 +64,7 @@ fuzz_target!(|input: (u8, Vec<u16>, &[u8])| {
     }
     if next == Next::Continue && time_out_at_end && session.in_request_head() {
         let mut ctx = Context {
-            page: &page,
+            responses: &page,
             out_budget,
             peer: SocketAddr::from(([127, 0, 0, 1], 9)),
             stats: &mut stats,

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use sockloop::protocol::http::{CannedPage, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
+use sockloop::protocol::responses::{Responses, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
 use sockloop::protocol::ws::CHAT_PAGE;
 use sockloop::protocol::{Context, Mode, Next, Session};
 use sockloop::stats::Stats;
@@ -32,7 +32,7 @@ fuzz_target!(|input: (u8, Vec<u16>, &[u8])| {
     bytes.extend_from_slice(fuzzed);
     let shut_down_at_end = knobs & 0x8 != 0;
 
-    let page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+    let page = Responses::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
     let mut stats = Stats::default();
     let mut session = Session::new(Mode::Ws);
     let mut unconsumed: Vec<u8> = Vec::new();
@@ -53,7 +53,7 @@ fuzz_target!(|input: (u8, Vec<u16>, &[u8])| {
         // once the peer has read what it was sent.
         loop {
             let mut ctx = Context {
-                page: &page,
+                responses: &page,
                 out_budget,
                 peer: SocketAddr::from(([127, 0, 0, 1], 9)),
                 stats: &mut stats,

@@ -12,19 +12,22 @@
 //!   consumed. Bytes it did not consume (half a request, or the rest of a pipeline once
 //!   `out` has reached [`Context::out_budget`]) are kept by the loop and offered again,
 //!   with whatever arrives next appended.
-//! - [`Next`] says whether the connection stays open once `out` is written.
+//! - [`Next`] says whether the connection stays open once `out` is written, and
+//!   [`Outcome::answered`] whether a request was completed (the header deadline restarts).
 //! - A WebSocket text message goes to every client, not just this one: the session can't
 //!   reach the others, so it leaves the encoded frame in [`Context::broadcast`] and the loop
 //!   delivers it (see [`Session::on_broadcast`]).
 
 pub mod echo;
 pub mod http;
+pub mod responses;
 pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::stats::Stats;
+pub use responses::Responses;
 
 /// What the loop does with a connection once the output produced so far is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,16 +44,27 @@ pub struct Outcome {
     /// How many bytes at the front of `input` were used up.
     pub consumed: usize,
     pub next: Next,
+    /// A request was answered: the loop restarts the header deadline for the next one.
+    pub answered: bool,
 }
 
 impl Outcome {
     pub fn new(consumed: usize, next: Next) -> Outcome {
-        Outcome { consumed, next }
+        Outcome {
+            consumed,
+            next,
+            answered: false,
+        }
+    }
+
+    /// The same outcome, saying whether a request was answered.
+    pub fn answered(self, answered: bool) -> Outcome {
+        Outcome { answered, ..self }
     }
 }
 
 /// Which protocol a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Write back exactly the bytes each client sends.
     Echo,
@@ -78,12 +92,22 @@ impl Mode {
             Mode::Ws => "ws",
         }
     }
+
+    /// What a client we cannot serve (over --max-conns, out of descriptors) hears before
+    /// the close: http and ws clients speak HTTP first, so they get a 503; an echo client
+    /// gets nothing, since any byte would be taken for an echo.
+    pub fn rejection(self, responses: &Responses) -> &[u8] {
+        match self {
+            Mode::Echo => &[],
+            Mode::Http | Mode::Ws => responses.unavailable(),
+        }
+    }
 }
 
 /// What a session may read or update besides its own state. One per loop, lent to each call.
 pub struct Context<'a> {
-    /// The canned HTTP responses with the current Date (http mode).
-    pub page: &'a http::CannedPage,
+    /// The canned HTTP responses with the current Date (http and ws modes).
+    pub responses: &'a Responses,
     /// Stop producing once `out` holds this many bytes: the rest of the input waits until
     /// the peer has read what it was already sent (backpressure).
     pub out_budget: usize,
@@ -92,7 +116,8 @@ pub struct Context<'a> {
     pub stats: &'a mut Stats,
     /// Frames for every WebSocket client of every loop, the sender included (ws mode). A
     /// server's frames are not masked (RFC 6455 §5.1), so one encoding serves every
-    /// recipient and each gets a reference, not a copy.
+    /// recipient: the loops pass it around by reference, and each recipient's session
+    /// copies it into that connection's output.
     pub broadcast: &'a mut Vec<Arc<[u8]>>,
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use sockloop::protocol::http::{CannedPage, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
+use sockloop::protocol::responses::{Responses, DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
 use sockloop::protocol::{Context, Mode, Next, Session};
 use sockloop::stats::Stats;
 
@@ -22,7 +22,7 @@ pub struct Transcript {
 /// Feed `reads` one after another the way the loop does: what was not consumed is offered
 /// again with the next read appended. The Date is fixed, so transcripts compare equal.
 pub fn serve(mode: Mode, reads: &[&[u8]]) -> Transcript {
-    let mut page = CannedPage::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+    let mut page = Responses::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
     page.set_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let mut stats = Stats::default();
     let mut session = Session::new(mode);
@@ -31,7 +31,7 @@ pub fn serve(mode: Mode, reads: &[&[u8]]) -> Transcript {
     for read in reads {
         unconsumed.extend_from_slice(read);
         let mut ctx = Context {
-            page: &page,
+            responses: &page,
             out_budget: usize::MAX,
             peer: SocketAddr::from(([127, 0, 0, 1], 9)),
             stats: &mut stats,

@@ -1,0 +1,289 @@
+//! One connection moved forward: what we ask the kernel, in order, and what its answers
+//! mean. Every read and write of a connection being served happens here (`splice` makes
+//! the two splice calls of `--splice` on its behalf; a rejected client's 503 is written in
+//! `accept`).
+//!
+//! A turn is a short list of verbs, repeated until the kernel has nothing more for us:
+//! 1. **write what we owe**: `write(2)` the bytes the kernel refused last time, then the
+//!    answer just built ("write first, poll later", as Redis does);
+//! 2. **finish flushing**: a closing connection with everything written sends its FIN with
+//!    `shutdown(SHUT_WR)`;
+//! 3. **resume stalled input**: input held back because the peer was not reading our
+//!    answers is offered again once it has read some;
+//! 4. **read once**: `read(2)` (or `splice(2)` for echo with `--splice`), and hand what came
+//!    to the protocol, whose answer step 1 writes on the next round.
+//!
+//! Edge-triggered epoll reports new input once, so a turn goes on until a read says EAGAIN
+//! (or stops short, which means the same; see `read_once`). A level-triggered server such
+//! as Redis or nginx's default may read once per event and be woken again for the rest; we
+//! would not be, so a turn that stops early for fairness says `Again` and the loop comes
+//! back to the connection on its own.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::ops::ControlFlow::{self, Break, Continue};
+
+use log::{trace, warn};
+use mio::net::TcpStream;
+
+use super::{interrupted, would_block, Exit};
+use crate::connection::{Connection, Phase};
+use crate::scratch::{Scratch, READ_BUFFER_SIZE};
+use crate::splice::PipeError;
+
+/// Reads one connection may make before the others get a turn: 16 × 128 KiB = 2 MiB. A
+/// peer that sends as fast as we answer would otherwise keep us here for ever, and every
+/// other client, timer and signal would wait.
+const MAX_READS_PER_TURN: usize = 16;
+
+/// What a turn came to: what the loop does with the connection next.
+pub enum Step {
+    /// Nothing more to do until epoll reports the socket again.
+    Wait,
+    /// Input is still waiting, but this connection has had its turn: come back to it
+    /// after polling, since epoll will not report it again.
+    Again,
+    Close(Exit),
+}
+
+/// One connection and the loop's scratch space, for the length of a turn.
+pub struct Turn<'a> {
+    pub conn: &'a mut Connection,
+    pub scratch: &'a mut Scratch,
+}
+
+impl Turn<'_> {
+    /// Move the connection forward until the kernel has nothing more for us, it has had
+    /// its fair share, or it is done.
+    pub fn advance(&mut self) -> Step {
+        debug_assert!(self.scratch.output.is_empty(), "an answer left behind");
+        let mut reads = 0;
+        loop {
+            if let Break(step) = self.round(&mut reads) {
+                return step;
+            }
+        }
+    }
+
+    /// The verbs, in order. Each lets the next one run (`Continue`) or ends the turn with
+    /// what the loop does next (`Break`).
+    fn round(&mut self, reads: &mut usize) -> ControlFlow<Step> {
+        self.write_what_we_owe()?;
+        self.finish_flushing()?;
+        // Either may have produced output or changed the phase: back to the top, to write.
+        if self.conn.resume_stalled_input(self.scratch) || self.conn.finish_after_peer() {
+            return Continue(());
+        }
+        if !self.conn.should_read() {
+            return Break(Step::Wait);
+        }
+        if *reads == MAX_READS_PER_TURN {
+            return Break(Step::Again);
+        }
+        *reads += 1;
+        self.read_once()
+    }
+
+    /// `write(2)` what the connection owes until it is all sent or the kernel's send buffer
+    /// is full: first the bytes the kernel refused earlier, then the answer in the loop's
+    /// output buffer, straight from there. Usually the kernel takes the whole answer and it
+    /// is never copied; only a tail the kernel refuses moves into a buffer of the
+    /// connection's own. The output buffer is every connection's, so it leaves here empty
+    /// whatever happens: otherwise the next connection would send this one's answer.
+    fn write_what_we_owe(&mut self) -> ControlFlow<Step> {
+        let result = self.write_owed();
+        self.scratch.output.clear();
+        match result {
+            Ok(()) => Continue(()),
+            Err(e) => Break(Step::Close(Exit::Failed(e))),
+        }
+    }
+
+    fn write_owed(&mut self) -> io::Result<()> {
+        let conn = &mut *self.conn;
+        let scratch = &mut *self.scratch;
+        if !conn.unsent().is_empty() {
+            let sent = write_until_blocked(conn.stream(), conn.peer(), conn.unsent())?;
+            scratch.stats.bytes_out += sent as u64;
+            conn.unsent_written(sent, &mut scratch.pool);
+            if !conn.unsent().is_empty() {
+                // Still owing older bytes: the new answer queues behind them.
+                conn.queue_output(&scratch.output, &mut scratch.pool);
+                return Ok(());
+            }
+        }
+        let sent = write_until_blocked(conn.stream(), conn.peer(), &scratch.output)?;
+        scratch.stats.bytes_out += sent as u64;
+        conn.count_sent(sent);
+        conn.queue_output(&scratch.output[sent..], &mut scratch.pool);
+        Ok(())
+    }
+
+    /// A closing connection: once everything is written, `shutdown(SHUT_WR)` sends our FIN.
+    /// The peer reads the whole answer, then end-of-file.
+    fn finish_flushing(&mut self) -> ControlFlow<Step> {
+        if self.conn.phase() != Phase::Flushing {
+            return Continue(());
+        }
+        if !self.conn.unsent().is_empty() {
+            return Break(Step::Wait); // epoll says when the send buffer has room again
+        }
+        if let Err(e) = self.conn.stream().shutdown(Shutdown::Write) {
+            trace!("{}: shutdown(SHUT_WR) → {e}", self.conn.peer());
+            return Break(Step::Close(Exit::Failed(e)));
+        }
+        trace!("{}: shutdown(SHUT_WR) → FIN sent", self.conn.peer());
+        if self.conn.fin_sent(&mut self.scratch.pool) {
+            return Break(Step::Close(Exit::Done));
+        }
+        Continue(())
+    }
+
+    /// One `read(2)` into the loop's read buffer, or, for an echo connection with
+    /// `--splice` and nothing owed, one `splice(2)` that moves the bytes straight back out
+    /// through the loop's pipe, reading and answering in one go. Not in a round epoll
+    /// flagged (see `Connection::note_event`): when TCP's urgent byte is next in the queue,
+    /// splice says EAGAIN with data still queued behind it, where read(2) steps over it.
+    fn read_once(&mut self) -> ControlFlow<Step> {
+        let spliced = self.scratch.pipe.is_some() && self.conn.may_splice();
+        let call = if spliced { "splice" } else { "read" };
+        let got = if spliced {
+            self.splice_echo()
+        } else {
+            let mut stream = self.conn.stream();
+            stream.read(&mut self.scratch.read_buffer)
+        };
+        let peer = self.conn.peer();
+        match got {
+            Ok(0) => {
+                // FIN: the peer will send nothing more. In every mode that ends the
+                // conversation: finish writing what we owe (an echo server's half-close
+                // contract), then close.
+                let lingering = self.conn.phase() == Phase::Lingering;
+                let state = match lingering {
+                    // We sent FIN first: its answer takes us FIN_WAIT2 → TIME_WAIT.
+                    true => "the peer answered our FIN: FIN_WAIT2 → TIME_WAIT",
+                    // The peer closed first: CLOSE_WAIT until we close too.
+                    false => "the peer closed first: CLOSE_WAIT",
+                };
+                trace!("{peer}: {call} → 0 (FIN; {state})");
+                if self.conn.peer_sent_fin() {
+                    return Break(Step::Close(Exit::Done));
+                }
+            }
+            Ok(n) => {
+                // (A splice already counted, and answered, what it moved.)
+                if !spliced {
+                    trace!("{peer}: read → {n} bytes");
+                    self.hand_to_protocol(n);
+                }
+                if self.short_read(n, spliced) {
+                    self.conn.drained();
+                }
+            }
+            Err(e) if would_block(&e) => {
+                trace!("{peer}: {call} → WouldBlock");
+                self.conn.would_block();
+                return Break(Step::Wait);
+            }
+            Err(e) if interrupted(&e) => {}
+            Err(e) => {
+                trace!("{peer}: {call} → {e}");
+                return Break(Step::Close(Exit::Failed(e)));
+            }
+        }
+        Continue(())
+    }
+
+    /// `n` bytes arrived: count them and, while the conversation is open, hand them to the
+    /// session. A lingering connection only reads to discard.
+    fn hand_to_protocol(&mut self, n: usize) {
+        self.conn.received(n);
+        self.scratch.stats.bytes_in += n as u64;
+        if self.conn.phase() == Phase::Open {
+            self.conn.offer(n, self.scratch);
+        }
+    }
+
+    /// Whether a read of `n` bytes emptied the socket's receive queue. A short read does:
+    /// `tcp_recvmsg` copies all it has, up to our length, so another read now would only
+    /// return EAGAIN. The exceptions, a queued FIN and TCP urgent data (a read stops at the
+    /// urgent mark), come flagged by epoll, and `Connection::drained` reads on then. A
+    /// splice can also stop short for want of room in the pipe: `Pipe::drained`.
+    fn short_read(&self, n: usize, spliced: bool) -> bool {
+        match &self.scratch.pipe {
+            Some(pipe) if spliced => pipe.drained(n, READ_BUFFER_SIZE),
+            _ => n < self.scratch.read_buffer.len(),
+        }
+    }
+
+    /// Echo one read's worth of bytes through the loop's pipe (see `splice`): returns how
+    /// many were read, 0 at end of stream. What the socket would not take back at once
+    /// becomes the connection's pending output, written as any other.
+    fn splice_echo(&mut self) -> io::Result<usize> {
+        let Some(pipe) = self.scratch.pipe.as_mut() else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let mut unsent = self.scratch.pool.take();
+        let result = pipe.echo(
+            self.conn.stream(),
+            self.conn.peer(),
+            READ_BUFFER_SIZE,
+            &mut unsent,
+        );
+        self.conn.owe_buffer(unsent, &mut self.scratch.pool);
+        match result {
+            Ok(echoed) => {
+                self.conn.received(echoed.read);
+                self.conn.count_sent(echoed.written);
+                let stats = &mut self.scratch.stats;
+                stats.bytes_in += echoed.read as u64;
+                stats.bytes_out += echoed.written as u64;
+                stats.messages += u64::from(echoed.read > 0);
+                match echoed.write_error {
+                    Some(e) => Err(e),
+                    None => Ok(echoed.read),
+                }
+            }
+            Err(PipeError::Socket(e)) => Err(e),
+            Err(PipeError::Pipe(e)) => {
+                // It may hold another connection's bytes now: never use it again. The error
+                // is passed on as a failure of this connection, never as "would block",
+                // which would leave the bytes lost in the pipe unnoticed.
+                warn!("splice pipe failed: {e}; echo copies from now on");
+                self.scratch.pipe = None;
+                Err(io::Error::other(format!("splice pipe: {e}")))
+            }
+        }
+    }
+}
+
+/// `write(2)` `bytes` until all of it is written or the kernel says EAGAIN; returns how
+/// much was written.
+fn write_until_blocked(stream: &TcpStream, peer: SocketAddr, bytes: &[u8]) -> io::Result<usize> {
+    let mut stream = stream;
+    let mut written = 0;
+    while written < bytes.len() {
+        let rest = &bytes[written..];
+        match stream.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                trace!("{peer}: write → {n} of {} bytes", rest.len());
+                written += n;
+            }
+            // EAGAIN: the socket's send buffer is full (a short write, above, usually came
+            // just before). The rest waits for the peer to acknowledge; EPOLLOUT tells us
+            // when there is room.
+            Err(e) if would_block(&e) => {
+                trace!("{peer}: write → WouldBlock ({} bytes wait)", rest.len());
+                break;
+            }
+            Err(e) if interrupted(&e) => {}
+            Err(e) => {
+                trace!("{peer}: write → {e}");
+                return Err(e);
+            }
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,407 @@
+//! The ws session, fed the way the loop feeds it.
+
+use super::*;
+use crate::protocol::Responses;
+use crate::stats::Stats;
+
+/// The example of RFC 6455 §1.3.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// What one call produced.
+struct Call {
+    outcome: Outcome,
+    out: Vec<u8>,
+    broadcast: Vec<Arc<[u8]>>,
+    stats: Stats,
+}
+
+fn offer_with_budget(session: &mut WsSession, input: &[u8], out_budget: usize) -> Call {
+    let page = Responses::new(b"", "text/plain");
+    let mut stats = Stats::default();
+    let mut broadcast = Vec::new();
+    let mut out = Vec::new();
+    let mut ctx = Context {
+        responses: &page,
+        out_budget,
+        peer: "127.0.0.1:9".parse().unwrap(),
+        stats: &mut stats,
+        broadcast: &mut broadcast,
+    };
+    let outcome = session.on_input(input, &mut out, &mut ctx);
+    Call {
+        outcome,
+        out,
+        broadcast,
+        stats,
+    }
+}
+
+fn offer(session: &mut WsSession, input: &[u8]) -> Call {
+    offer_with_budget(session, input, usize::MAX)
+}
+
+fn upgrade_request(key: &str, version: &str) -> Vec<u8> {
+    format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A session past the handshake, and the greeting it sent.
+fn open_session() -> WsSession {
+    let mut session = WsSession::default();
+    let call = offer(&mut session, &upgrade_request(KEY, "13"));
+    assert_eq!(call.outcome.next, Next::Continue);
+    session
+}
+
+/// A frame as a client sends it (RFC 6455 §5.2): masked, payload under 126 bytes.
+fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// A frame as the server sends it: unmasked.
+fn server_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![first_byte, payload.len() as u8];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn close_code(out: &[u8]) -> u16 {
+    assert_eq!(out[0], 0x88, "not a close frame: {out:?}");
+    u16::from_be_bytes([out[2], out[3]])
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn the_handshake_answers_101_with_the_accept_key_then_greets() {
+    let mut session = WsSession::default();
+    let request = upgrade_request(KEY, "13");
+    let call = offer(&mut session, &request);
+    let answered = Outcome::new(request.len(), Next::Continue).answered(true);
+    assert_eq!(call.outcome, answered);
+    let head_end = call.out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = text(&call.out[..head_end]);
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")),
+        "{head}"
+    );
+    assert!(head.contains("Upgrade: websocket\r\n"), "{head}");
+    assert_eq!(
+        call.out[head_end..],
+        server_frame(0x81, GREETING.as_bytes())
+    );
+    assert_eq!(call.stats.requests, 1);
+}
+
+#[test]
+fn any_split_of_the_handshake_gives_the_same_answer() {
+    let request = upgrade_request(KEY, "13");
+    let mut whole = request.clone();
+    whole.extend(client_frame(0x81, b"hi"));
+    let expected = {
+        let mut session = WsSession::default();
+        let call = offer(&mut session, &whole);
+        (call.out, call.broadcast)
+    };
+    for chunk in [1, 2, 3, 7, 50, 190] {
+        // Play the loop's part: keep what was not consumed, append what arrives next.
+        let mut session = WsSession::default();
+        let (mut held, mut out, mut broadcast) = (Vec::new(), Vec::new(), Vec::new());
+        for piece in whole.chunks(chunk) {
+            held.extend_from_slice(piece);
+            let call = offer(&mut session, &held);
+            held.drain(..call.outcome.consumed);
+            out.extend(call.out);
+            broadcast.extend(call.broadcast);
+        }
+        assert!(held.is_empty(), "chunk {chunk}");
+        assert_eq!((out, broadcast), expected, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn a_bad_handshake_gets_400_with_the_version_we_speak() {
+    let requests = [
+        upgrade_request("c2hvcnQ=", "13"), // 5 bytes, not 16
+        upgrade_request("dGhlIHNhbXBsZSBub25jZR==", "13"), // trailing bits set
+        upgrade_request("dGhlIHNhbXBsZSBub25jZQ=", "13"), // padding cut
+        upgrade_request("dGhlIHNhbXBsZSBub25j*Q==", "13"), // not base64
+        upgrade_request(KEY, "12"),        // another version
+        text(&upgrade_request(KEY, "13")) // too old
+            .replace("HTTP/1.1", "HTTP/1.0")
+            .into_bytes(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\n\r\n"
+            .to_vec(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec(),
+    ];
+    for request in requests {
+        let mut session = WsSession::default();
+        let call = offer(&mut session, &request);
+        let out = text(&call.out);
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+        assert!(out.contains("Sec-WebSocket-Version: 13\r\n"), "{out}");
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush, "{out}");
+    }
+}
+
+#[test]
+fn get_slash_serves_the_page_and_keeps_the_connection() {
+    let mut session = WsSession::default();
+    let call = offer(&mut session, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let out = text(&call.out);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("Content-Type: text/html; charset=utf-8\r\n"));
+    assert!(out.contains(&format!("Content-Length: {}\r\n", CHAT_PAGE.len())));
+    assert!(call.out.ends_with(CHAT_PAGE));
+    assert_eq!(call.outcome.next, Next::Continue);
+
+    // The same connection may then upgrade.
+    let call = offer(&mut session, &upgrade_request(KEY, "13"));
+    assert!(text(&call.out).starts_with("HTTP/1.1 101 "));
+}
+
+#[test]
+fn head_gets_the_page_headers_only() {
+    let mut session = WsSession::default();
+    let call = offer(&mut session, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let out = text(&call.out);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\n"), "{out}");
+}
+
+#[test]
+fn other_paths_get_404_and_other_methods_405() {
+    let mut session = WsSession::default();
+    let call = offer(&mut session, b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(text(&call.out).starts_with("HTTP/1.1 404 "));
+    assert_eq!(call.outcome.next, Next::Continue);
+    let call = offer(&mut session, b"GET /x HTTP/1.0\r\n\r\n");
+    assert!(text(&call.out).starts_with("HTTP/1.1 404 "));
+    assert_eq!(call.outcome.next, Next::CloseAfterFlush, "HTTP/1.0 closes");
+
+    let mut session = WsSession::default();
+    let call = offer(
+        &mut session,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    assert!(text(&call.out).starts_with("HTTP/1.1 405 "));
+    assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+}
+
+#[test]
+fn a_get_with_a_body_is_refused_and_a_stalled_head_gets_408() {
+    let mut session = WsSession::default();
+    let call = offer(
+        &mut session,
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    assert!(text(&call.out).starts_with("HTTP/1.1 400 "));
+    assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+
+    let mut session = WsSession::default();
+    let call = offer(&mut session, b"GET / HTTP/1.1\r\nHost:");
+    assert_eq!(call.outcome, Outcome::new(0, Next::Continue));
+    assert!(session.in_request_head());
+    let page = Responses::new(b"", "text/plain");
+    let (mut stats, mut broadcast, mut out) = (Stats::default(), Vec::new(), Vec::new());
+    let mut ctx = Context {
+        responses: &page,
+        out_budget: usize::MAX,
+        peer: "127.0.0.1:9".parse().unwrap(),
+        stats: &mut stats,
+        broadcast: &mut broadcast,
+    };
+    let next = session.on_header_timeout(&mut out, &mut ctx);
+    assert!(text(&out).starts_with("HTTP/1.1 408 "));
+    assert_eq!(next, Next::CloseAfterFlush);
+}
+
+#[test]
+fn garbage_gets_400_and_an_endless_head_431() {
+    let mut session = WsSession::default();
+    let call = offer(&mut session, b"\x16\x03\x01 hello\r\n\r\n");
+    assert!(text(&call.out).starts_with("HTTP/1.1 400 "));
+    assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+
+    let mut session = WsSession::default();
+    let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+    head.resize(crate::protocol::http::MAX_HEAD_BYTES + 1, b'a');
+    let call = offer(&mut session, &head);
+    assert!(text(&call.out).starts_with("HTTP/1.1 431 "));
+    assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+}
+
+#[test]
+fn a_text_message_is_broadcast_not_answered() {
+    let mut session = open_session();
+    let call = offer(&mut session, &client_frame(0x81, b"Client message: Hi!"));
+    assert!(call.out.is_empty());
+    assert_eq!(call.broadcast.len(), 1);
+    assert_eq!(
+        &call.broadcast[0][..],
+        &server_frame(0x81, b"Client message: Hi!")[..]
+    );
+    assert_eq!(call.stats.messages, 1);
+}
+
+#[test]
+fn a_binary_message_is_echoed_to_its_sender() {
+    let mut session = open_session();
+    let call = offer(&mut session, &client_frame(0x82, &[0, 1, 2, 255]));
+    assert_eq!(call.out, server_frame(0x82, &[0, 1, 2, 255]));
+    assert!(call.broadcast.is_empty());
+}
+
+#[test]
+fn a_ping_gets_a_pong_with_its_payload() {
+    let mut session = open_session();
+    let call = offer(&mut session, &client_frame(0x89, b"are you there"));
+    assert_eq!(call.out, server_frame(0x8a, b"are you there"));
+    assert_eq!(call.outcome.next, Next::Continue);
+}
+
+#[test]
+fn a_close_frame_is_answered_then_the_connection_closes() {
+    let mut session = open_session();
+    let call = offer(&mut session, &client_frame(0x88, &1000u16.to_be_bytes()));
+    assert_eq!(close_code(&call.out), 1000);
+    assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+}
+
+#[test]
+fn broken_frames_get_the_close_code_that_says_why() {
+    let too_big = {
+        // A text frame announcing 1 MiB + 1 bytes: refused at its header.
+        let mut frame = vec![0x81, 0x80 | 127];
+        frame.extend_from_slice(&(MAX_MESSAGE_SIZE as u64 + 1).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame
+    };
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        (
+            "invalid UTF-8",
+            client_frame(0x81, &[b'a', 0xff, 0xfe]),
+            1007,
+        ),
+        ("unmasked", server_frame(0x81, b"hi"), 1002),
+        ("reserved opcode", client_frame(0x83, b""), 1002),
+        ("reserved bit", client_frame(0xc1, b"hi"), 1002),
+        ("too big", too_big, 1009),
+    ];
+    for (what, input, code) in cases {
+        let mut session = open_session();
+        let call = offer(&mut session, &input);
+        assert_eq!(close_code(&call.out), code, "{what}");
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush, "{what}");
+        assert_eq!(call.stats.errors, 1, "{what}");
+    }
+}
+
+#[test]
+fn a_fragmented_message_over_the_limit_gets_1009() {
+    let mut session = open_session();
+    // 17 fragments of 64 KiB: 1 MiB + 64 KiB in all.
+    let fragment = vec![b'a'; 64 * 1024];
+    let mut input = Vec::new();
+    for i in 0..17 {
+        let opcode = if i == 0 { 0x01 } else { 0x00 };
+        let fin = if i == 16 { 0x80 } else { 0 };
+        input.extend_from_slice(&[fin | opcode, 0x80 | 127]);
+        input.extend_from_slice(&(fragment.len() as u64).to_be_bytes());
+        input.extend_from_slice(&[0, 0, 0, 0]); // a zero mask leaves the payload as is
+        input.extend_from_slice(&fragment);
+    }
+    let call = offer(&mut session, &input);
+    assert_eq!(close_code(&call.out), 1009);
+}
+
+#[test]
+fn output_past_the_budget_leaves_the_rest_of_the_input_for_later() {
+    let mut session = open_session();
+    let mut input = Vec::new();
+    for _ in 0..100 {
+        input.extend(client_frame(0x82, &[7; 100]));
+    }
+    let call = offer_with_budget(&mut session, &input, 1000);
+    assert!(call.outcome.consumed < input.len());
+    assert!(call.out.len() >= 1000);
+    // Offered again with room, the rest is echoed: nothing lost, nothing twice.
+    let again = offer(&mut session, &input[call.outcome.consumed..]);
+    assert_eq!(call.out.len() + again.out.len(), 100 * 102);
+}
+
+#[test]
+fn a_broadcast_is_sent_on_until_the_client_is_too_far_behind() {
+    let frame = server_frame(0x81, b"news");
+    let peer = "127.0.0.1:9".parse().unwrap();
+
+    let mut page_viewer = WsSession::default();
+    let mut out = Vec::new();
+    assert_eq!(
+        page_viewer.on_broadcast(&frame, 0, &mut out, peer),
+        Next::Continue
+    );
+    assert!(
+        out.is_empty(),
+        "a connection that never upgraded is not in the room"
+    );
+
+    let mut session = open_session();
+    let next = session.on_broadcast(&frame, MAX_UNREAD - 1, &mut out, peer);
+    assert_eq!((next, out.as_slice()), (Next::Continue, frame.as_slice()));
+
+    out.clear();
+    let next = session.on_broadcast(&frame, MAX_UNREAD, &mut out, peer);
+    assert_eq!(next, Next::CloseAfterFlush);
+    assert_eq!(close_code(&out), 1008);
+}
+
+#[test]
+fn shutdown_sends_1001() {
+    let mut session = open_session();
+    let mut out = Vec::new();
+    assert_eq!(session.on_shutdown(&mut out), Next::CloseAfterFlush);
+    assert_eq!(close_code(&out), 1001);
+}
+
+#[test]
+fn a_session_is_two_words_in_the_slab() {
+    assert!(std::mem::size_of::<WsSession>() <= 2 * std::mem::size_of::<usize>());
+}
+
+#[test]
+fn keys_must_be_base64_of_16_bytes() {
+    assert!(is_valid_key(KEY.as_bytes()));
+    assert!(is_valid_key(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+    assert!(is_valid_key(b"+/+/+/+/+/+/+/+/+/+/+w=="));
+    assert!(!is_valid_key(b"AAAAAAAAAAAAAAAAAAAAAB=="));
+    assert!(!is_valid_key(b"AAAAAAAAAAAAAAAAAAAAAAAA"));
+    assert!(!is_valid_key(b""));
+}
+
+#[test]
+fn log_lines_show_short_messages_whole_and_cut_long_ones() {
+    assert_eq!(for_log("Client message: Hi!"), "Client message: Hi!");
+    assert_eq!(for_log("two\nlines"), "two\\nlines");
+    let long = "é".repeat(150);
+    let shown = for_log(&long);
+    assert!(shown.starts_with(&"é".repeat(LOGGED_CHARS)));
+    assert!(shown.ends_with("… (300 bytes)"), "{shown}");
+}

@@ -1,0 +1,61 @@
+//! The loop's working memory, lent to one connection at a time.
+//!
+//! A connection is served in turns, never two at once, so everything a turn needs for a
+//! moment (somewhere to read into, somewhere to build the answer, the canned responses, the
+//! counters) exists once per loop, not once per connection. This is what keeps an idle
+//! connection down to its slab entry: it holds none of this between turns.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::buffers::BufferPool;
+use crate::protocol::Responses;
+use crate::splice::Pipe;
+use crate::stats::Stats;
+
+/// One read takes at most this much. A loopback skb carries up to 64 KiB, and a 64 KiB
+/// message is a common size (echo_load's big case). With a buffer of exactly 64 KiB such a
+/// read fills it, so the loop cannot tell the queue is empty and reads again, only to be
+/// told EAGAIN: one wasted syscall per message. Twice that size makes the read short, and a
+/// short read means drained (see `event_loop::io`).
+pub const READ_BUFFER_SIZE: usize = 128 * 1024;
+
+pub struct Scratch {
+    /// Every read lands here first.
+    pub read_buffer: Box<[u8]>,
+    /// Every answer is built here, then written straight away. It is empty between turns:
+    /// whatever the kernel did not take has moved to the connection's own buffer.
+    pub output: Vec<u8>,
+    /// Buffers a connection borrows while it holds bytes (see `buffers`).
+    pub pool: BufferPool,
+    /// The canned HTTP responses, their Date kept current by the loop.
+    pub responses: Responses,
+    /// This loop's counters, summed with the other loops' at exit.
+    pub stats: Stats,
+    /// Frames the sessions asked to broadcast this round (ws mode), delivered by the room
+    /// once the round's events are handled.
+    pub outbox: Vec<Arc<[u8]>>,
+    /// Echo's way around `read_buffer` and `output` with `--splice`: bytes go socket → pipe
+    /// → socket without a copy (see `splice`). `None` in other modes, without `--splice`,
+    /// or once the pipe has failed.
+    pub pipe: Option<Pipe>,
+}
+
+impl Scratch {
+    pub fn new(responses: Responses, pipe: Option<Pipe>) -> Scratch {
+        Scratch {
+            read_buffer: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
+            output: Vec::with_capacity(READ_BUFFER_SIZE),
+            pool: BufferPool::new(),
+            responses,
+            stats: Stats::default(),
+            outbox: Vec::new(),
+            pipe,
+        }
+    }
+
+    /// Called once per wakeup: the responses' Date follows the clock.
+    pub fn refresh_date(&mut self) {
+        self.responses.refresh_date(SystemTime::now());
+    }
+}
