@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sockloop against nginx and against the floor, side by side, on this machine's loopback.
 #
-#   benches/load.sh                                  # ROUNDS=3 DURATION=10: about twenty minutes
+#   benches/load.sh                                  # ROUNDS=3 DURATION=10: about sixteen
+#                                                    # minutes, twenty-two with BASELINE
 #   ROUNDS=1 DURATION=3 benches/load.sh              # a quick look
 #   ONLY=http,echo ROUNDS=1 DURATION=3 benches/load.sh       # some sections only
 #   BASELINE=/path/to/old/sockloop benches/load.sh   # this build against another, e.g. before
@@ -33,9 +34,10 @@
 # kernel's, and unlike absolute figures it changes little with the host's load.
 #
 # With BASELINE set to another sockloop binary, that build runs as one more server in the
-# http, threads, idle and echo sections (default and --splice), and the summary gives this
-# build's CPU per request and per message divided by the baseline's: within about 5% of 1
-# means unchanged, on this machine's noise (compare several runs before believing more).
+# http, threads, idle and echo sections (default and --splice), right after sockloop in most
+# rounds, and the summary divides this build's CPU per request and per message by the
+# baseline's. A change meant to leave performance alone should keep every ratio within 5%
+# of 1; how close noise alone lets them come shows when BASELINE is this very build.
 #
 # Why CPU time per request: with one core for wrk, wrk itself is often the bottleneck, and
 # two servers that both keep up with it post the same req/s. The CPU time a server spent
@@ -1013,7 +1015,7 @@ if [[ -n $BASELINE ]]; then
         done
     fi
     say "(how far from 1 noise alone takes these: run with BASELINE set to this very build. On a"
-    say " machine shared with compilers, ROUNDS=1 DURATION=3 put identical builds up to 20% apart;"
+    say " machine shared with compilers, ROUNDS=1 DURATION=3 put identical builds up to 25% apart;"
     say " more rounds narrow it, and the busy and steal columns above show the disturbed rounds.)"
 fi
 

@@ -22,10 +22,11 @@
  *    buffer without bound, and echoed bytes stay in order);
  *  - the peer's FIN (read returns 0) and RST (ECONNRESET, EPIPE) close that connection only.
  *
- * epoll is level-triggered here (epoll(7)), the default and what Redis uses: a socket with
- * bytes left after our one read is simply reported again by the next epoll_wait. So each
- * readiness costs exactly one read(2), never the extra read that returns EAGAIN which an
- * edge-triggered loop (sockloop) needs to know it has drained the socket.
+ * epoll is level-triggered here (epoll(7); without EPOLLET that is the default, epoll_ctl(2),
+ * and it is what Redis uses): a socket with bytes left after our one read is simply reported
+ * again by the next epoll_wait, so one read(2) per readiness is always correct. An
+ * edge-triggered loop like sockloop must instead read until EAGAIN, or know when a short
+ * read has drained the socket, and remember a socket it left undrained.
  *
  * The start-up line on stdout, "floor: listening on ADDR:PORT ...", gives the real port when
  * --addr asks for port 0. The process runs until a signal ends it (SIGTERM's default action).
@@ -114,8 +115,10 @@ static void usage(void)
 }
 
 /* Memory that starts `offset` bytes into a page. posix_memalign gives the page start; the
- * offset is what step 3 of benches/load.sh varies, because where a buffer sits in its page
- * decides how the kernel's copies to and from it line up with its own pages. */
+ * offset is what the [offsets] section of benches/load.sh varies, because every byte echoed
+ * is copied by the kernel into this buffer (read) and out of it (write), and where the
+ * buffer sits decides the alignment of those copies. On x86-64 with FSRM they are one
+ * `rep movsb` each (copy_user_generic, arch/x86/include/asm/uaccess_64.h). */
 static char *page_placed(size_t len, size_t offset)
 {
     void *memory;
