@@ -117,8 +117,9 @@ static void usage(void)
 /* Memory that starts `offset` bytes into a page. posix_memalign gives the page start; the
  * offset is what the [offsets] section of benches/load.sh varies, because every byte echoed
  * is copied by the kernel into this buffer (read) and out of it (write), and where the
- * buffer sits decides the alignment of those copies. On x86-64 with FSRM they are one
- * `rep movsb` each (copy_user_generic, arch/x86/include/asm/uaccess_64.h). */
+ * buffer starts decides how those copies are aligned on our side. (The copy into it is
+ * copy_user_generic, arch/x86/include/asm/uaccess_64.h: a `rep movsb` on x86-64 CPUs with
+ * FSRM, `grep -w fsrm /proc/cpuinfo`.) */
 static char *page_placed(size_t len, size_t offset)
 {
     void *memory;
@@ -140,7 +141,8 @@ static void watch(int fd, int op, unsigned events)
  * of FIN (tcp_close() in net/ipv4/tcp.c, after RFC 2525 §2.17). We close after read(2)
  * returned 0, i.e. after everything up to the peer's FIN was read, or after an error that
  * already ended the connection, so no answer the peer still wants is destroyed.
- * close(2) also removes the descriptor from the epoll set. */
+ * close(2) also takes the socket out of the epoll set (epoll(7): once no other descriptor
+ * refers to it, and we never dup one). */
 static void close_conn(int fd)
 {
     struct conn *c = &conns[fd];
