@@ -758,7 +758,7 @@ fi
 
 # ----- 4. Echo -----
 # One echo_load run against the named server, which must be current (use NAME); prints a
-# line and appends size, client, server, msgs/s, MB/s, server ns/msg to $ECHO_RESULTS.
+# line and appends size, client, server, msgs/s, MB/s, server ns/msg, round to $ECHO_RESULTS.
 ECHO_RESULTS=$TMP/echo.tsv
 : >"$ECHO_RESULTS"
 run_echo() { # round size conns client server
@@ -785,8 +785,8 @@ run_echo() { # round size conns client server
         say "  round $round  ${size} B x $conns, $client client, $server server: echo_load failed: $(tail -2 "$out" | tr '\n' ' ')"
         return 0
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$client" "$server" "$(field msgs_per_s "$result")" \
-        "$(field mb_per_s "$result")" "$(field server_cpu_ns_per_msg "$result")" >>"$ECHO_RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$client" "$server" "$(field msgs_per_s "$result")" \
+        "$(field mb_per_s "$result")" "$(field server_cpu_ns_per_msg "$result")" "$round" >>"$ECHO_RESULTS"
     local echo_window=$((($(date +%s%N) - echo_started) / 10000000))
     ((echo_window > 0)) || echo_window=1
     printf '  round %s  %5s B x %2s conns, %-10s client, %-11s server: %9s msgs/s  %8s MB/s  server CPU %6s ns/msg  (client CPU %s ns/msg)  steal %s%%\n' \
@@ -974,28 +974,40 @@ fi
 
 # ----- This build against the baseline -----
 # The one figure per workload that a refactor must not move: CPU per request or message,
-# this build's median over the baseline's, from the same interleaved rounds.
+# this build's median over the baseline's, from the same interleaved rounds. With more than
+# one round, the ratio in each round too: how far apart they are is the noise to beat.
 if [[ -n $BASELINE ]]; then
     say ""
     say "== This sockloop against the baseline: server CPU per request or message, this/baseline =="
     say "   (baseline: $BASELINE)"
-    against_baseline() { # description this baseline
+    against_baseline() { # description this baseline [per-round ratios]
         local r
         r=$(ratio "$2" "$3")
-        printf '  %-54s %10s %10s %8s   %s\n' "$1" "$2" "$3" "$r" "$(awk -v r="$r" 'BEGIN {
+        printf '  %-54s %10s %10s %8s   %-18s %s\n' "$1" "$2" "$3" "$r" "$(awk -v r="$r" 'BEGIN {
             if (r == "-") print "-"; else if (r > 1.05) print "more than 5% above";
-            else if (r < 0.95) print "more than 5% below"; else print "within 5%" }')"
+            else if (r < 0.95) print "more than 5% below"; else print "within 5%" }')" "${4:-}"
     }
-    printf '  %-54s %10s %10s %8s\n' "" "this" "baseline" "ratio"
-    if wants http; then
-        against_baseline "1 loop, keep-alive, ns/req" "$(med 1loop plain sockloop 6)" "$(med 1loop plain baseline 6)"
-        against_baseline "1 loop, 16-deep pipeline, ns/req" "$(med 1loop pipeline16 sockloop 6)" "$(med 1loop pipeline16 baseline 6)"
-        against_baseline "1 loop, C10K, ns/req" "$(med 1loop c10k sockloop 6)" "$(med 1loop c10k baseline 6)"
-    fi
-    if wants threads; then
-        against_baseline "2 loops, keep-alive, ns/req" "$(med 2loops plain sockloop 6)" "$(med 2loops plain baseline 6)"
-        against_baseline "2 loops, 16-deep pipeline, ns/req" "$(med 2loops pipeline16 sockloop 6)" "$(med 2loops pipeline16 baseline 6)"
-    fi
+    # this/baseline in each round where both ran, in round order.
+    http_rounds() { # section scenario
+        ((ROUNDS > 1)) || return 0
+        awk -F'\t' -v s="$1" -v c="$2" -v n="$ROUNDS" '$1 == s && $2 == c && $6 != "-" { v[$3, $4] = $6 }
+            END { for (i = 1; i <= n; i++) if ((("sockloop", i) in v) && (("baseline", i) in v) && v["baseline", i] > 0)
+                printf "%.2f ", v["sockloop", i] / v["baseline", i] }' "$RESULTS"
+    }
+    echo_rounds() { # size client server baseline-server
+        ((ROUNDS > 1)) || return 0
+        awk -F'\t' -v s="$1" -v c="$2" -v a="$3" -v b="$4" -v n="$ROUNDS" '$1 == s && $2 == c && $6 != "-" { v[$3, $7] = $6 }
+            END { for (i = 1; i <= n; i++) if (((a, i) in v) && ((b, i) in v) && v[b, i] > 0) printf "%.2f ", v[a, i] / v[b, i] }' \
+            "$ECHO_RESULTS"
+    }
+    printf '  %-54s %10s %10s %8s   %-18s %s\n' "" "this" "baseline" "ratio" "" "$( ((ROUNDS > 1)) && echo "each round")"
+    for row in "1loop plain 1 loop, keep-alive" "1loop pipeline16 1 loop, 16-deep pipeline" "1loop c10k 1 loop, C10K" \
+        "2loops plain 2 loops, keep-alive" "2loops pipeline16 2 loops, 16-deep pipeline"; do
+        read -r section scenario description <<<"$row"
+        if [[ $section == 1loop ]]; then wants http || continue; else wants threads || continue; fi
+        against_baseline "$description, ns/req" "$(med "$section" "$scenario" sockloop 6)" \
+            "$(med "$section" "$scenario" baseline 6)" "$(http_rounds "$section" "$scenario")"
+    done
     if wants idle; then
         for variant in connected after-request; do
             against_baseline "idle RSS per connection ($variant), KiB" "${IDLE_KIB[sockloop/$variant]:--}" \
@@ -1010,7 +1022,8 @@ if [[ -n $BASELINE ]]; then
                 [[ $server == splice ]] && mode=--splice
                 against_baseline "echo $(shape_name "$size" "$conns" "$client"), $mode, ns/msg" \
                     "$(echo_med "$size" "$client" "$server" 6)" \
-                    "$(echo_med "$size" "$client" "${ECHO_BASE_OF[$server]}" 6)"
+                    "$(echo_med "$size" "$client" "${ECHO_BASE_OF[$server]}" 6)" \
+                    "$(echo_rounds "$size" "$client" "$server" "${ECHO_BASE_OF[$server]}")"
             done
         done
     fi
