@@ -981,11 +981,12 @@ if [[ -n $BASELINE ]]; then
     say "== This sockloop against the baseline: server CPU per request or message, this/baseline =="
     say "   (baseline: $BASELINE)"
     against_baseline() { # description this baseline [per-round ratios]
-        local r
+        local r line
         r=$(ratio "$2" "$3")
-        printf '  %-54s %10s %10s %8s   %-18s %s\n' "$1" "$2" "$3" "$r" "$(awk -v r="$r" 'BEGIN {
+        line=$(printf '  %-54s %10s %10s %8s   %-18s %s' "$1" "$2" "$3" "$r" "$(awk -v r="$r" 'BEGIN {
             if (r == "-") print "-"; else if (r > 1.05) print "more than 5% above";
-            else if (r < 0.95) print "more than 5% below"; else print "within 5%" }')" "${4:-}"
+            else if (r < 0.95) print "more than 5% below"; else print "within 5%" }')" "${4:-}")
+        say "${line%"${line##*[! ]}"}"
     }
     # this/baseline in each round where both ran, in round order.
     http_rounds() { # section scenario
@@ -1000,7 +1001,11 @@ if [[ -n $BASELINE ]]; then
             END { for (i = 1; i <= n; i++) if (((a, i) in v) && ((b, i) in v) && v[b, i] > 0) printf "%.2f ", v[a, i] / v[b, i] }' \
             "$ECHO_RESULTS"
     }
-    printf '  %-54s %10s %10s %8s   %-18s %s\n' "" "this" "baseline" "ratio" "" "$( ((ROUNDS > 1)) && echo "each round")"
+    if ((ROUNDS > 1)); then
+        printf '  %-54s %10s %10s %8s   %-18s %s\n' "" "this" "baseline" "ratio" "" "each round"
+    else
+        printf '  %-54s %10s %10s %8s\n' "" "this" "baseline" "ratio"
+    fi
     for row in "1loop plain 1 loop, keep-alive" "1loop pipeline16 1 loop, 16-deep pipeline" "1loop c10k 1 loop, C10K" \
         "2loops plain 2 loops, keep-alive" "2loops pipeline16 2 loops, 16-deep pipeline"; do
         read -r section scenario description <<<"$row"
