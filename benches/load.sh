@@ -30,8 +30,8 @@
 # The floor (benches/floor/floor.c) is the least a server can do on one epoll thread: echo
 # reads and writes back, http counts request heads and answers each with a canned response
 # as long as sockloop's, in one write per read. sockloop's CPU per request divided by the
-# floor's, measured in the same rounds, is what sockloop's own work costs on top of the
-# kernel's, and unlike absolute figures it changes little with the host's load.
+# floor's, both measured in the same rounds, says how much sockloop adds to the least any
+# server on epoll must pay for the same traffic: 1.0 would be nothing at all.
 #
 # With BASELINE set to another sockloop binary, that build runs as one more server in the
 # http, threads, idle and echo sections (default and --splice), right after sockloop in most
@@ -353,8 +353,8 @@ stop_all() { # names...
 }
 
 # The names in the order round N runs them: rotated by one each round, so that each server
-# goes first in turn and none always runs right after the same other one (the host's load
-# drifts within a round, and a server warms the caches for the next).
+# goes first in turn and none always runs right after the same other one: the host's load
+# drifts within a round too.
 in_turn() { # round names...
     local round=$1
     shift
@@ -811,6 +811,7 @@ if wants echo; then
     say ""
     say "== echo: sockloop --mode echo, --splice, and the floor on CPU $SERVER_CPU, examples/echo_load on CPU $CLIENT_CPU =="
     say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    # The ports picked for the http servers serve here too; the floor takes port 0.
     start_sockloop "$SOCKLOOP" "$SERVER_CPU" "$SL_PORT" --mode echo
     remember copy "$SL_PORT"
     start_sockloop "$SOCKLOOP" "$SERVER_CPU" "$NG_PORT" --mode echo --splice
