@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
-# sockloop against nginx, side by side, on this machine's loopback.
+# sockloop against nginx and against the floor, side by side, on this machine's loopback.
 #
-#   benches/load.sh                      # ROUNDS=3 DURATION=10: about ten minutes
-#   ROUNDS=1 DURATION=3 benches/load.sh  # a quick look
+#   benches/load.sh                                  # ROUNDS=3 DURATION=10: about sixteen
+#                                                    # minutes, twenty-two with BASELINE
+#   ROUNDS=1 DURATION=3 benches/load.sh              # a quick look
+#   ONLY=http,echo ROUNDS=1 DURATION=3 benches/load.sh       # some sections only
+#   BASELINE=/path/to/old/sockloop benches/load.sh   # this build against another, e.g. before
+#                                                    # and after a refactor
 #
 # What it does, in order:
-#  1. installs wrk and nginx from Debian if they are missing, builds sockloop (release);
-#  2. one loop against one nginx worker, each server pinned to CPU 0 and wrk to CPU 1,
-#     interleaved rounds (sockloop, nginx, sockloop, nginx, ...) of
+#  1. installs wrk, nginx and gnuplot from Debian if they are missing, builds sockloop
+#     (release) and the floor (benches/floor/floor.c, cc -O2, into a temporary directory);
+#  2. [http] one loop against one nginx worker and the floor, each server pinned to CPU 0
+#     and wrk to CPU 1, interleaved rounds (each server goes first in turn) of
 #       wrk -t1 -c50 (plain keep-alive), wrk -t1 -c50 with a 16-deep pipeline,
 #       wrk -t1 -c10000 (C10K);
-#  3. sockloop --threads 2 against nginx with 2 workers, nothing pinned, wrk -t2 -c50,
-#     plain and pipelined;
-#  4. RSS per idle connection with 5,000 connections held open, both servers;
-#  5. echo mode, the default and --splice side by side: examples/echo_load at
-#     64 B x 50 connections and 64 KiB x 10 connections, the latter also with a client that
-#     does not copy (--zero-copy);
-#  6. medians per server and scenario, the ratio sockloop/nginx, and the targets of
-#     issue 6 with PASS or MISS.
+#  3. [threads] sockloop --threads 2 against nginx with 2 workers, nothing pinned,
+#     wrk -t2 -c50, plain and pipelined (no floor: it is one thread);
+#  4. [idle] RSS per idle connection with 5,000 connections held open;
+#  5. [echo] echo mode, the default and --splice side by side with the floor:
+#     examples/echo_load at 64 B x 50 connections and 64 KiB x 10 connections, the latter
+#     also with a client that does not copy (--zero-copy);
+#  6. [offsets] the floor's echo alone, 64 KiB x 10 with both clients, with its read buffer
+#     at several offsets into a page (FLOOR_OFFSETS): where a buffer sits in its page can
+#     change what the kernel's copies to and from it cost (issue 13 saw 2x at offset 16);
+#  7. medians per server and scenario, the ratios sockloop/nginx and sockloop/floor (and
+#     sockloop/baseline), the targets of issue 6 with PASS or MISS, and an SVG chart.
+#
+# The floor (benches/floor/floor.c) is the least a server can do on one epoll thread: echo
+# reads and writes back, http counts request heads and answers each with a canned response
+# as long as sockloop's, in one write per read. sockloop's CPU per request divided by the
+# floor's, both measured in the same rounds, says how much sockloop adds to the least any
+# server on epoll must pay for the same traffic: 1.0 would be nothing at all.
+#
+# With BASELINE set to another sockloop binary, that build runs as one more server in the
+# http, threads, idle and echo sections (default and --splice), right after sockloop in most
+# rounds, and the summary divides this build's CPU per request and per message by the
+# baseline's. A change meant to leave performance alone should keep every ratio within 5%
+# of 1; how close noise alone lets them come shows when BASELINE is this very build.
 #
 # Why CPU time per request: with one core for wrk, wrk itself is often the bottleneck, and
 # two servers that both keep up with it post the same req/s. The CPU time a server spent
@@ -34,7 +54,10 @@
 #
 # Environment: ROUNDS (3), DURATION seconds per run (10), IDLE_CONNS (5000),
 # SERVER_CPU (0), CLIENT_CPU (1), BENCH_NICE (-10: see "Sharing the machine" below),
-# LOG_DIR (unset: where to keep wrk's and echo_load's raw output, and the results table).
+# ONLY (http,threads,idle,echo,offsets: the sections to run, comma-separated),
+# BASELINE (unset: a second sockloop binary to compare with), FLOOR_OFFSETS ("0 16 2048"),
+# LOG_DIR (unset: where to keep wrk's and echo_load's raw output, the results tables and the
+# chart, load.svg). Without LOG_DIR the chart goes to target/load/load-<UTC time>.svg.
 # Exits non-zero only when it cannot set up (install, build, start a server); a run that
 # fails is reported as such and the script goes on.
 
@@ -46,6 +69,9 @@ IDLE_CONNS=${IDLE_CONNS:-5000}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 BENCH_NICE=${BENCH_NICE:--10}
+ONLY=${ONLY:-http,threads,idle,echo,offsets}
+BASELINE=${BASELINE:-}
+FLOOR_OFFSETS=${FLOOR_OFFSETS:-0 16 2048}
 PIPELINE_DEPTH=16
 C10K_CONNS=10000
 BODY=$'<html>\r\n<body>\r\n<h1>Hello, World!</h1>\r\n</body>\r\n</html>\r\n'
@@ -83,6 +109,22 @@ fail() {
     exit 1
 }
 
+# The sections ONLY names; wants SECTION says whether to run it.
+for section in ${ONLY//,/ }; do
+    case $section in
+    http | threads | idle | echo | offsets) ;;
+    *) fail "ONLY: unknown section '$section' (known: http,threads,idle,echo,offsets)" ;;
+    esac
+done
+wants() { [[ ,$ONLY, == *,$1,* ]]; }
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE && ! -d $BASELINE ]] || fail "BASELINE=$BASELINE is not an executable file"
+    BASELINE=$(realpath "$BASELINE")
+fi
+for offset in $FLOOR_OFFSETS; do
+    [[ $offset =~ ^[0-9]+$ ]] || fail "FLOOR_OFFSETS: '$offset' is not a number of bytes"
+done
+
 # ----- Everything we start, stopped on the way out -----
 TMP=$(mktemp -d /tmp/sockloop-load.XXXXXX)
 STARTED=()
@@ -114,6 +156,8 @@ install_missing() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v nginx >/dev/null || missing+=(nginx-light)
     command -v taskset >/dev/null || missing+=(util-linux)
+    command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
+    command -v cc >/dev/null || missing+=(gcc)
     [[ ${#missing[@]} == 0 ]] && return 0
     say "installing ${missing[*]} (apt-get)"
     # Installing Debian's nginx would start the system nginx on port 80; policy-rc.d
@@ -141,6 +185,11 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 SOCKLOOP=$TARGET/sockloop
 ECHO_LOAD=$TARGET/examples/echo_load
 HOLD_CONNS=$TARGET/examples/hold_conns
+
+# The floor: built here from its one C file, each run, so no binary is ever committed.
+say "building the floor (cc -O2 benches/floor/floor.c)"
+FLOOR=$TMP/floor
+cc -O2 -Wall -Wextra -o "$FLOOR" "$ROOT/benches/floor/floor.c" || fail "cc failed on benches/floor/floor.c"
 
 # Descriptors: wrk -c10000 needs 10,000 and the server as many. Take the hard limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -245,16 +294,74 @@ forget() {
 SERVER_PIDS=() # every process whose CPU time counts for the running server
 SERVER_MAIN=   # the process whose RSS counts: sockloop, or nginx's (first) worker
 
-start_sockloop() { # cpus port extra-args...
-    local cpus=$1 port=$2
-    shift 2
+start_sockloop() { # binary cpus port extra-args... (binary: $SOCKLOOP or $BASELINE)
+    local binary=$1 cpus=$2 port=$3
+    shift 3
     pinned "$cpus"
-    "${PIN[@]}" "$SOCKLOOP" --addr "127.0.0.1:$port" "$@" 2>>"$TMP/sockloop.log" &
+    "${PIN[@]}" "$binary" --addr "127.0.0.1:$port" "$@" 2>>"$TMP/sockloop.log" &
     local pid=$!
     STARTED+=("$pid")
-    wait_for_port "$port" "$pid" || fail "sockloop did not start: $(tail -3 "$TMP/sockloop.log")"
+    wait_for_port "$port" "$pid" || fail "$binary did not start: $(tail -3 "$TMP/sockloop.log")"
     SERVER_PIDS=("$pid")
     SERVER_MAIN=$pid
+}
+
+# The floor listens on port 0, so no port has to be guessed free: the kernel picks one, and
+# the floor's start-up line ("floor: listening on 127.0.0.1:PORT ...") says which. Sets
+# FLOOR_PORT.
+FLOOR_STARTS=0
+start_floor() { # cpus extra-args...
+    local cpus=$1 out
+    shift
+    FLOOR_STARTS=$((FLOOR_STARTS + 1))
+    out=$TMP/floor-$FLOOR_STARTS.log
+    pinned "$cpus"
+    "${PIN[@]}" "$FLOOR" --addr 127.0.0.1:0 "$@" >"$out" 2>&1 &
+    local pid=$!
+    STARTED+=("$pid")
+    FLOOR_PORT=
+    for _ in $(seq 100); do
+        FLOOR_PORT=$(sed -n 's/^floor: listening on [^ ]*:\([0-9][0-9]*\) .*/\1/p' "$out")
+        [[ -n $FLOOR_PORT ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n $FLOOR_PORT ]] || fail "the floor did not start: $(tail -3 "$out")"
+    SERVER_PIDS=("$pid")
+    SERVER_MAIN=$pid
+}
+
+# The servers of a section by name: their processes and port, kept when each is started
+# (remember NAME PORT, after a start_*), and made current before each run (use NAME sets
+# SERVER_PIDS, SERVER_MAIN and port).
+declare -A SERVER_PIDS_OF SERVER_PORT_OF
+remember() {
+    SERVER_PIDS_OF[$1]="${SERVER_PIDS[*]}"
+    SERVER_PORT_OF[$1]=$2
+}
+use() {
+    read -ra SERVER_PIDS <<<"${SERVER_PIDS_OF[$1]}"
+    SERVER_MAIN=${SERVER_PIDS[0]}
+    port=${SERVER_PORT_OF[$1]}
+}
+stop_all() { # names...
+    local name
+    for name in "$@"; do
+        use "$name"
+        stop_server
+    done
+}
+
+# The names in the order round N runs them: rotated by one each round, so that each server
+# goes first in turn and none always runs right after the same other one: the host's load
+# drifts within a round too.
+in_turn() { # round names...
+    local round=$1
+    shift
+    local names=("$@") i
+    for ((i = 0; i < ${#names[@]}; i++)); do
+        printf '%s\n' "${names[(round - 1 + i) % ${#names[@]}]}"
+    done
 }
 
 # The nginx config: one file per worker count, generated here and never the system one.
@@ -344,19 +451,20 @@ stop_server() {
     SERVER_PIDS=()
 }
 
-# One GET / with Connection: close, the raw response on stdout (headers and body).
-fetch() { # port
+# One GET / with Connection: close, the raw response on stdout (headers and body). The floor
+# does not read headers and never closes first: its fetch ends with the timeout.
+fetch() { # port [timeout-seconds]
     # shellcheck disable=SC2016 # $1 is expanded by the inner bash
-    timeout 2 bash -c '
+    timeout "${2:-2}" bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1"
         printf "GET / HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n" "$1" >&3
         cat <&3' _ "$1" 2>/dev/null || true
 }
 
 # Check that a server answers 200 with exactly our body and Content-Type; show its head.
-check_page() { # name port
+check_page() { # name port [timeout-seconds]
     local response head body
-    response=$(fetch "$2"; echo x)
+    response=$(fetch "$2" "${3:-2}"; echo x)
     response=${response%x}
     head=${response%%$'\r\n\r\n'*}
     body=${response#*$'\r\n\r\n'}
@@ -365,6 +473,24 @@ check_page() { # name port
     [[ $head == "HTTP/1.1 200"* ]] || fail "$1 did not answer 200"
     [[ $body == "$BODY" ]] || fail "$1 served a different body: $(printf '%q' "$body")"
     tr -d '\r' <<<"$head" | grep -qix "content-type: $CONTENT_TYPE" || fail "$1: wrong Content-Type"
+}
+
+# The floor's canned answer must cost the kernel what sockloop's does: the same bytes on the
+# wire but for the values of Server and Date, which must be as long. Compared on a keep-alive
+# GET (sockloop adds Connection: close to the other kind; the floor never does).
+check_floor_shape() { # sockloop-port floor-port
+    local get=$'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' sl fl
+    # shellcheck disable=SC2016 # $1 and $2 are expanded by the inner bash
+    sl=$(timeout 0.5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"; printf "%s" "$2" >&3; cat <&3' _ "$1" "$get" 2>/dev/null; echo x)
+    # shellcheck disable=SC2016
+    fl=$(timeout 0.5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"; printf "%s" "$2" >&3; cat <&3' _ "$2" "$get" 2>/dev/null; echo x)
+    local masked_sl masked_fl
+    masked_sl=$(sed -E 's/^(Server|Date): [^\r]*/\1: -/' <<<"$sl")
+    masked_fl=$(sed -E 's/^(Server|Date): [^\r]*/\1: -/' <<<"$fl")
+    if ((${#sl} != ${#fl})) || [[ $masked_sl != "$masked_fl" ]]; then
+        fail "the floor's answer differs from sockloop's: $(printf '%q' "${fl%x}") against $(printf '%q' "${sl%x}")"
+    fi
+    say "  the floor's keep-alive answer: $((${#fl} - 1)) bytes, sockloop's $((${#sl} - 1)), alike but for Server's and Date's values"
 }
 
 # wrk's Lua hooks. `done` prints exact figures (wrk's own text rounds them). A script that
@@ -467,92 +593,117 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) p
 # ----- The machine -----
 say "sockloop load benchmark: $(date -u '+%Y-%m-%d %H:%M UTC')"
 say "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
-say "tools: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1), sockloop $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
-say "settings: ROUNDS=$ROUNDS DURATION=${DURATION}s, servers on CPU $SERVER_CPU, load generators on CPU $CLIENT_CPU, descriptors $NOFILE, autogroup nice $BENCH_NICE"
+say "tools: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $(nginx -v 2>&1), sockloop $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), floor built by $(cc --version | head -1)"
+if [[ -n $BASELINE ]]; then
+    say "baseline: $BASELINE ($("$BASELINE" --version 2>/dev/null | head -1), $(sha256sum "$BASELINE" | cut -c1-12); this build's: $(sha256sum "$SOCKLOOP" | cut -c1-12))"
+fi
+say "settings: ROUNDS=$ROUNDS DURATION=${DURATION}s ONLY=$ONLY, servers on CPU $SERVER_CPU, load generators on CPU $CLIENT_CPU, descriptors $NOFILE, autogroup nice $BENCH_NICE"
 say "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# ----- 1. One loop against one worker, pinned -----
-SL_PORT=$(free_port)
-NG_PORT=$(free_port)
-while [[ $NG_PORT == "$SL_PORT" ]]; do NG_PORT=$(free_port); done
+# Ports for sockloop, nginx and the baseline, different from each other (the floor takes
+# port 0). Each section starts its servers on them and stops them at its end.
+PORTS_GIVEN=()
+pick_port() { # variable-name
+    local p
+    while true; do
+        p=$(free_port)
+        [[ " ${PORTS_GIVEN[*]} " == *" $p "* ]] || break
+    done
+    PORTS_GIVEN+=("$p")
+    printf -v "$1" '%s' "$p"
+}
+pick_port SL_PORT
+pick_port NG_PORT
+pick_port BL_PORT
 
-say ""
-say "== 1 loop vs 1 nginx worker: servers on CPU $SERVER_CPU, wrk -t1 on CPU $CLIENT_CPU =="
-say "columns: req/s; server CPU ns per request; p99 latency; errors; how busy the server,"
-say "wrk and each CPU were over the run (CPU0/CPU1 count every process, ours and others'),"
-say "and steal: time the host gave our vCPUs to someone else (percent of one CPU)"
-start_sockloop "$SERVER_CPU" "$SL_PORT" --mode http --max-conns 20000
-SL_PIDS=("${SERVER_PIDS[@]}")
-start_nginx "$SERVER_CPU" 1 "$NG_PORT"
-NG_PIDS=("${SERVER_PIDS[@]}")
-check_page sockloop "$SL_PORT"
-check_page nginx "$NG_PORT"
+# ----- 1. One loop against one worker and the floor, pinned -----
+# The baseline runs right after sockloop in most rounds, so that the two see the host alike.
+HTTP_SERVERS=(sockloop nginx floor)
+[[ -z $BASELINE ]] || HTTP_SERVERS=(sockloop baseline nginx floor)
+if wants http; then
+    say ""
+    say "== 1 loop vs 1 nginx worker vs the floor: servers on CPU $SERVER_CPU, wrk -t1 on CPU $CLIENT_CPU =="
+    say "columns: req/s; server CPU ns per request; p99 latency; errors; how busy the server,"
+    say "wrk and each CPU were over the run (CPU0/CPU1 count every process, ours and others'),"
+    say "and steal: time the host gave our vCPUs to someone else (percent of one CPU)"
+    start_sockloop "$SOCKLOOP" "$SERVER_CPU" "$SL_PORT" --mode http --max-conns 20000
+    remember sockloop "$SL_PORT"
+    start_nginx "$SERVER_CPU" 1 "$NG_PORT"
+    remember nginx "$NG_PORT"
+    start_floor "$SERVER_CPU" --mode http
+    remember floor "$FLOOR_PORT"
+    if [[ -n $BASELINE ]]; then
+        start_sockloop "$BASELINE" "$SERVER_CPU" "$BL_PORT" --mode http --max-conns 20000
+        remember baseline "$BL_PORT"
+    fi
+    check_page sockloop "$SL_PORT"
+    check_page nginx "$NG_PORT"
+    check_page floor "$FLOOR_PORT" 0.5
+    check_floor_shape "$SL_PORT" "$FLOOR_PORT"
+    if [[ -n $BASELINE ]]; then check_page baseline "$BL_PORT"; fi
 
-for round in $(seq "$ROUNDS"); do
-    for scenario in plain pipeline16 c10k; do
-        for server in sockloop nginx; do
-            if [[ $server == sockloop ]]; then
-                SERVER_PIDS=("${SL_PIDS[@]}") port=$SL_PORT
-            else
-                SERVER_PIDS=("${NG_PIDS[@]}") port=$NG_PORT
-            fi
-            case $scenario in
-            plain) run_wrk 1loop plain "$server" "$round" "$port" "$CLIENT_CPU" 1 50 "$TMP/report.lua" ;;
-            pipeline16) run_wrk 1loop pipeline16 "$server" "$round" "$port" "$CLIENT_CPU" 1 50 \
-                "$TMP/pipeline.lua" "$PIPELINE_DEPTH" ;;
-            c10k) run_wrk 1loop c10k "$server" "$round" "$port" "$CLIENT_CPU" 1 "$C10K_CONNS" \
-                "$TMP/report.lua" ;;
-            esac
+    for round in $(seq "$ROUNDS"); do
+        for scenario in plain pipeline16 c10k; do
+            mapfile -t order < <(in_turn "$round" "${HTTP_SERVERS[@]}")
+            for server in "${order[@]}"; do
+                use "$server"
+                case $scenario in
+                plain) run_wrk 1loop plain "$server" "$round" "$port" "$CLIENT_CPU" 1 50 "$TMP/report.lua" ;;
+                pipeline16) run_wrk 1loop pipeline16 "$server" "$round" "$port" "$CLIENT_CPU" 1 50 \
+                    "$TMP/pipeline.lua" "$PIPELINE_DEPTH" ;;
+                c10k) run_wrk 1loop c10k "$server" "$round" "$port" "$CLIENT_CPU" 1 "$C10K_CONNS" \
+                    "$TMP/report.lua" ;;
+                esac
+            done
         done
     done
-done
-SERVER_PIDS=("${SL_PIDS[@]}")
-stop_server
-SERVER_PIDS=("${NG_PIDS[@]}")
-stop_server
+    stop_all "${HTTP_SERVERS[@]}"
+fi
 
 # ----- 2. Two loops against two workers, nothing pinned -----
-say ""
-say "== sockloop --threads 2 vs nginx 2 workers (reuseport): nothing pinned, wrk -t2 =="
-say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-start_sockloop "" "$SL_PORT" --mode http --threads 2 --max-conns 20000
-SL_PIDS=("${SERVER_PIDS[@]}")
-start_nginx "" 2 "$NG_PORT"
-NG_PIDS=("${SERVER_PIDS[@]}")
-for round in $(seq "$ROUNDS"); do
-    for scenario in plain pipeline16; do
-        for server in sockloop nginx; do
-            if [[ $server == sockloop ]]; then
-                SERVER_PIDS=("${SL_PIDS[@]}") port=$SL_PORT
-            else
-                SERVER_PIDS=("${NG_PIDS[@]}") port=$NG_PORT
-            fi
-            if [[ $scenario == plain ]]; then
-                run_wrk 2loops plain "$server" "$round" "$port" "" 2 50 "$TMP/report.lua"
-            else
-                run_wrk 2loops pipeline16 "$server" "$round" "$port" "" 2 50 \
-                    "$TMP/pipeline.lua" "$PIPELINE_DEPTH"
-            fi
+# No floor here: it is one thread, and two of them on SO_REUSEPORT would be a different
+# floor from the one the other tables divide by.
+THREAD_SERVERS=(sockloop nginx)
+[[ -z $BASELINE ]] || THREAD_SERVERS=(sockloop baseline nginx)
+if wants threads; then
+    say ""
+    say "== sockloop --threads 2 vs nginx 2 workers (reuseport): nothing pinned, wrk -t2 =="
+    say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    start_sockloop "$SOCKLOOP" "" "$SL_PORT" --mode http --threads 2 --max-conns 20000
+    remember sockloop "$SL_PORT"
+    start_nginx "" 2 "$NG_PORT"
+    remember nginx "$NG_PORT"
+    if [[ -n $BASELINE ]]; then
+        start_sockloop "$BASELINE" "" "$BL_PORT" --mode http --threads 2 --max-conns 20000
+        remember baseline "$BL_PORT"
+    fi
+    for round in $(seq "$ROUNDS"); do
+        for scenario in plain pipeline16; do
+            mapfile -t order < <(in_turn "$round" "${THREAD_SERVERS[@]}")
+            for server in "${order[@]}"; do
+                use "$server"
+                if [[ $scenario == plain ]]; then
+                    run_wrk 2loops plain "$server" "$round" "$port" "" 2 50 "$TMP/report.lua"
+                else
+                    run_wrk 2loops pipeline16 "$server" "$round" "$port" "" 2 50 \
+                        "$TMP/pipeline.lua" "$PIPELINE_DEPTH"
+                fi
+            done
         done
     done
-done
-SERVER_PIDS=("${SL_PIDS[@]}")
-stop_server
-SERVER_PIDS=("${NG_PIDS[@]}")
-stop_server
+    stop_all "${THREAD_SERVERS[@]}"
+fi
 
 # ----- 3. Memory per idle connection -----
-say ""
-say "== RSS per idle connection: $IDLE_CONNS connections held open (examples/hold_conns) =="
 declare -A IDLE_KIB
 measure_idle() { # server variant
     local server=$1 variant=$2 port flags=()
     port=$(free_port)
-    if [[ $server == sockloop ]]; then
-        start_sockloop "$SERVER_CPU" "$port" --mode http --max-conns 20000
-    else
-        start_nginx "$SERVER_CPU" 1 "$port"
-    fi
+    case $server in
+    sockloop) start_sockloop "$SOCKLOOP" "$SERVER_CPU" "$port" --mode http --max-conns 20000 ;;
+    baseline) start_sockloop "$BASELINE" "$SERVER_CPU" "$port" --mode http --max-conns 20000 ;;
+    nginx) start_nginx "$SERVER_CPU" 1 "$port" ;;
+    esac
     [[ $variant == after-request ]] && flags=(--http)
     sleep 0.3
     local fds_before rss_before
@@ -566,7 +717,7 @@ measure_idle() { # server variant
     STARTED+=("$holder")
     local ready=0
     for _ in $(seq 300); do
-        if grep -q '^READY' "$out"; then ready=1 && break; fi
+        if grep -qs '^READY' "$out"; then ready=1 && break; fi
         kill -0 "$holder" 2>/dev/null || break
         sleep 0.1
     done
@@ -593,153 +744,444 @@ measure_idle() { # server variant
     printf '  %-8s %-14s RSS %6s KiB -> %6s KiB with %s more descriptors: %s KiB per connection\n' \
         "$server" "$variant" "$rss_before" "$rss_after" "$((fds_after - fds_before))" "$per_conn"
 }
-for variant in connected after-request; do
-    for server in sockloop nginx; do
-        measure_idle "$server" "$variant"
-    done
-done
-say "  (connected: the client connected and sent nothing; after-request: one GET answered on"
-say "   each, then idle, the usual keep-alive connection. nginx: its worker process.)"
-
-# ----- 4. Echo -----
-# Two echo servers side by side: the default (read and write through memory) and --splice
-# (socket -> pipe -> socket, no copy), driven in turn, in alternating order. At 64 KiB the
-# client's own copies are the limit, so that size also runs with echo_load --zero-copy
-# (vmsplice out, MSG_TRUNC in, one message in 16 checked), which leaves the server as the limit.
-say ""
-say "== echo: sockloop --mode echo on CPU $SERVER_CPU, examples/echo_load on CPU $CLIENT_CPU =="
-say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-ECHO_SPLICE_PORT=$(free_port)
-ECHO_COPY_PORT=$(free_port)
-while [[ $ECHO_COPY_PORT == "$ECHO_SPLICE_PORT" ]]; do ECHO_COPY_PORT=$(free_port); done
-start_sockloop "$SERVER_CPU" "$ECHO_SPLICE_PORT" --mode echo --splice
-ECHO_SPLICE_PID=$SERVER_MAIN
-ECHO_SPLICE_PIDS=("${SERVER_PIDS[@]}")
-start_sockloop "$SERVER_CPU" "$ECHO_COPY_PORT" --mode echo
-ECHO_COPY_PID=$SERVER_MAIN
-ECHO_COPY_PIDS=("${SERVER_PIDS[@]}")
-ECHO_RESULTS=$TMP/echo.tsv
-: >"$ECHO_RESULTS"
-for round in $(seq "$ROUNDS"); do
-    for shape in "64 50 copying" "65536 10 copying" "65536 10 zero-copy"; do
-        read -r size conns client <<<"$shape"
-        order=(copy splice)
-        ((round % 2 == 0)) && order=(splice copy)
-        for server in "${order[@]}"; do
-            if [[ $server == splice ]]; then
-                port=$ECHO_SPLICE_PORT pid=$ECHO_SPLICE_PID
-            else
-                port=$ECHO_COPY_PORT pid=$ECHO_COPY_PID
-            fi
-            # At 64 KiB the client's CPU is the limit, and comparing every echoed byte is a
-            # sixth of it: check the first message of each connection only. 64 B: check
-            # everything. --zero-copy checks one message in 16 and discards the rest unread.
-            client_args=()
-            ((size > 4096)) && client_args=(--verify-first-only)
-            [[ $client == zero-copy ]] && client_args=(--zero-copy)
-            out=$TMP/echo-$size-$client-$server-$round.txt
-            steal_before=$(steal_jiffies)
-            echo_started=$(date +%s%N)
-            pinned "$CLIENT_CPU"
-            "${PIN[@]}" "$ECHO_LOAD" --addr "127.0.0.1:$port" --conns "$conns" --size "$size" \
-                --duration "$DURATION" --server-pid "$pid" "${client_args[@]}" >"$out" 2>&1 &
-            loader=$!
-            STARTED+=("$loader")
-            wait "$loader" || true
-            forget "$loader"
-            result=$(grep '^RESULT' "$out" || true)
-            if [[ -z $result ]]; then
-                say "  round $round  ${size} B x $conns, $client client, $server server: echo_load failed: $(tail -2 "$out" | tr '\n' ' ')"
-                continue
-            fi
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$client" "$server" "$(field msgs_per_s "$result")" \
-                "$(field mb_per_s "$result")" "$(field server_cpu_ns_per_msg "$result")" >>"$ECHO_RESULTS"
-            echo_window=$((($(date +%s%N) - echo_started) / 10000000))
-            ((echo_window > 0)) || echo_window=1
-            printf '  round %s  %5s B x %2s conns, %-10s client, %-6s server: %9s msgs/s  %8s MB/s  server CPU %6s ns/msg  (client CPU %s ns/msg)  steal %s%%\n' \
-                "$round" "$size" "$conns" "$client" "$server" "$(field msgs_per_s "$result")" \
-                "$(field mb_per_s "$result")" "$(field server_cpu_ns_per_msg "$result")" \
-                "$(field client_cpu_ns_per_msg "$result")" \
-                "$((($(steal_jiffies) - steal_before) * 100 / echo_window))"
+if wants idle; then
+    say ""
+    say "== RSS per idle connection: $IDLE_CONNS connections held open (examples/hold_conns) =="
+    for variant in connected after-request; do
+        for server in "${THREAD_SERVERS[@]}"; do
+            measure_idle "$server" "$variant"
         done
     done
-done
-SERVER_PIDS=("${ECHO_SPLICE_PIDS[@]}")
-stop_server
-SERVER_PIDS=("${ECHO_COPY_PIDS[@]}")
-stop_server
+    say "  (connected: the client connected and sent nothing; after-request: one GET answered on"
+    say "   each, then idle, the usual keep-alive connection. nginx: its worker process.)"
+fi
+
+# ----- 4. Echo -----
+# One echo_load run against the named server, which must be current (use NAME); prints a
+# line and appends size, client, server, msgs/s, MB/s, server ns/msg, round to $ECHO_RESULTS.
+ECHO_RESULTS=$TMP/echo.tsv
+: >"$ECHO_RESULTS"
+run_echo() { # round size conns client server
+    local round=$1 size=$2 conns=$3 client=$4 server=$5
+    # At 64 KiB the client's CPU is the limit, and comparing every echoed byte is a sixth of
+    # it: check the first message of each connection only. 64 B: check everything.
+    # --zero-copy checks one message in 16 and discards the rest unread.
+    local client_args=()
+    ((size > 4096)) && client_args=(--verify-first-only)
+    [[ $client == zero-copy ]] && client_args=(--zero-copy)
+    local out=$TMP/echo-$size-$client-$server-$round.txt steal_before echo_started
+    steal_before=$(steal_jiffies)
+    echo_started=$(date +%s%N)
+    pinned "$CLIENT_CPU"
+    "${PIN[@]}" "$ECHO_LOAD" --addr "127.0.0.1:$port" --conns "$conns" --size "$size" \
+        --duration "$DURATION" --server-pid "$SERVER_MAIN" "${client_args[@]}" >"$out" 2>&1 &
+    local loader=$!
+    STARTED+=("$loader")
+    wait "$loader" || true
+    forget "$loader"
+    local result
+    result=$(grep '^RESULT' "$out" || true)
+    if [[ -z $result ]]; then
+        say "  round $round  ${size} B x $conns, $client client, $server server: echo_load failed: $(tail -2 "$out" | tr '\n' ' ')"
+        return 0
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$client" "$server" "$(field msgs_per_s "$result")" \
+        "$(field mb_per_s "$result")" "$(field server_cpu_ns_per_msg "$result")" "$round" >>"$ECHO_RESULTS"
+    local echo_window=$((($(date +%s%N) - echo_started) / 10000000))
+    ((echo_window > 0)) || echo_window=1
+    printf '  round %s  %5s B x %2s conns, %-10s client, %-11s server: %9s msgs/s  %8s MB/s  server CPU %6s ns/msg  (client CPU %s ns/msg)  steal %s%%\n' \
+        "$round" "$size" "$conns" "$client" "$server" "$(field msgs_per_s "$result")" \
+        "$(field mb_per_s "$result")" "$(field server_cpu_ns_per_msg "$result")" \
+        "$(field client_cpu_ns_per_msg "$result")" \
+        "$((($(steal_jiffies) - steal_before) * 100 / echo_window))"
+}
 echo_med() { # size client server column(4=msgs/s 5=MB/s 6=server ns/msg)
     awk -F'\t' -v s="$1" -v c="$2" -v v="$3" -v col="$4" '$1 == s && $2 == c && $3 == v { print $col }' \
         "$ECHO_RESULTS" | median
 }
 
-# ----- 5. Summary -----
+# The echo servers side by side: sockloop's default (read and write through memory) and
+# --splice (socket -> pipe -> socket, no copy), the floor (read and write, one 64 KiB
+# page-aligned buffer), and the baseline's two, driven in turn. At 64 KiB the client's own
+# copies are the limit, so that size also runs with echo_load --zero-copy (vmsplice out,
+# MSG_TRUNC in, one message in 16 checked), which leaves the server as the limit.
+ECHO_SERVERS=(copy splice floor)
+[[ -z $BASELINE ]] || ECHO_SERVERS=(copy base-copy splice base-splice floor)
+if wants echo; then
+    say ""
+    say "== echo: sockloop --mode echo, --splice, and the floor on CPU $SERVER_CPU, examples/echo_load on CPU $CLIENT_CPU =="
+    say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    # The ports picked for the http servers serve here too; the floor takes port 0.
+    start_sockloop "$SOCKLOOP" "$SERVER_CPU" "$SL_PORT" --mode echo
+    remember copy "$SL_PORT"
+    start_sockloop "$SOCKLOOP" "$SERVER_CPU" "$NG_PORT" --mode echo --splice
+    remember splice "$NG_PORT"
+    start_floor "$SERVER_CPU" --mode echo
+    remember floor "$FLOOR_PORT"
+    if [[ -n $BASELINE ]]; then
+        start_sockloop "$BASELINE" "$SERVER_CPU" "$BL_PORT" --mode echo
+        remember base-copy "$BL_PORT"
+        pick_port BL_SPLICE_PORT
+        start_sockloop "$BASELINE" "$SERVER_CPU" "$BL_SPLICE_PORT" --mode echo --splice
+        remember base-splice "$BL_SPLICE_PORT"
+    fi
+    for round in $(seq "$ROUNDS"); do
+        for shape in "64 50 copying" "65536 10 copying" "65536 10 zero-copy"; do
+            read -r size conns client <<<"$shape"
+            mapfile -t order < <(in_turn "$round" "${ECHO_SERVERS[@]}")
+            for server in "${order[@]}"; do
+                use "$server"
+                run_echo "$round" "$size" "$conns" "$client" "$server"
+            done
+        done
+    done
+    stop_all "${ECHO_SERVERS[@]}"
+fi
+
+# ----- 5. Where the floor's buffer sits in its page -----
+# Issue 13 measured a bare C echo loop about twice as slow per 64 KiB message with its buffer
+# 16 bytes into a page as at 0 or 2048. The kernel copies every message from the socket into
+# the buffer and back out of it; this runs the same floor with the buffer at each of
+# FLOOR_OFFSETS, side by side, so that whatever the alignment costs on this machine shows.
+OFFSET_SERVERS=()
+for offset in $FLOOR_OFFSETS; do OFFSET_SERVERS+=("floor@$offset"); done
+if wants offsets; then
+    say ""
+    say "== the floor's echo, 64 KiB x 10, read buffer at page offsets $FLOOR_OFFSETS: floor on CPU $SERVER_CPU, echo_load on CPU $CLIENT_CPU =="
+    say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for offset in $FLOOR_OFFSETS; do
+        start_floor "$SERVER_CPU" --mode echo --offset "$offset"
+        remember "floor@$offset" "$FLOOR_PORT"
+    done
+    for round in $(seq "$ROUNDS"); do
+        for client in copying zero-copy; do
+            mapfile -t order < <(in_turn "$round" "${OFFSET_SERVERS[@]}")
+            for server in "${order[@]}"; do
+                use "$server"
+                run_echo "$round" 65536 10 "$client" "$server"
+            done
+        done
+    done
+    stop_all "${OFFSET_SERVERS[@]}"
+fi
+
+# ----- 6. Summary -----
 say ""
 say "== Medians over $ROUNDS round(s) of ${DURATION}s =="
-printf '%-8s %-11s %-12s %12s %12s %15s\n' section scenario figure sockloop nginx sockloop/nginx
-for row in "1loop plain" "1loop pipeline16" "1loop c10k" "2loops plain" "2loops pipeline16"; do
+# The http table: one column per server, then sockloop's figure divided by each other's.
+# shellcheck disable=SC2059 # the format is ours, with or without the baseline's columns
+http_line() { # section scenario figure sockloop nginx floor baseline s/nginx s/floor s/baseline
+    if [[ -n $BASELINE ]]; then
+        printf '%-8s %-11s %-11s %11s %11s %11s %11s %15s %15s %18s\n' "$@"
+    else
+        printf '%-8s %-11s %-11s %11s %11s %11s %15s %15s\n' "${@:1:6}" "${@:8:2}"
+    fi
+}
+HTTP_ROWS=()
+wants http && HTTP_ROWS+=("1loop plain" "1loop pipeline16" "1loop c10k")
+wants threads && HTTP_ROWS+=("2loops plain" "2loops pipeline16")
+if ((${#HTTP_ROWS[@]} > 0)); then
+    http_line section scenario figure sockloop nginx floor baseline sockloop/nginx sockloop/floor sockloop/baseline
+fi
+for row in "${HTTP_ROWS[@]}"; do
     read -r section scenario <<<"$row"
     first=1
     for figure in "req/s 5" "CPU_ns/req 6" "p99_us 7" "errors 8"; do
         read -r name col <<<"$figure"
         s=$(med "$section" "$scenario" sockloop "$col")
         n=$(med "$section" "$scenario" nginx "$col")
-        r=$(ratio "$s" "$n")
-        [[ $name == errors ]] && r=-
+        f=$(med "$section" "$scenario" floor "$col")
+        b=$(med "$section" "$scenario" baseline "$col")
+        rn=$(ratio "$s" "$n") rf=$(ratio "$s" "$f") rb=$(ratio "$s" "$b")
+        [[ $name == errors ]] && rn=- rf=- rb=-
         if [[ $first == 1 ]]; then
-            printf '%-8s %-11s %-12s %12s %12s %15s\n' "$section" "$scenario" "${name//_/ }" "$s" "$n" "$r"
+            http_line "$section" "$scenario" "${name//_/ }" "$s" "$n" "$f" "$b" "$rn" "$rf" "$rb"
             first=0
         else
-            printf '%-8s %-11s %-12s %12s %12s %15s\n' "" "" "${name//_/ }" "$s" "$n" "$r"
+            http_line "" "" "${name//_/ }" "$s" "$n" "$f" "$b" "$rn" "$rf" "$rb"
         fi
     done
 done
-printf '%-21s %-12s %12s %12s\n' "idle RSS/conn" "KiB" sockloop nginx
-for variant in connected after-request; do
-    printf '  %-19s %-12s %12s %12s\n' "$variant" "" "${IDLE_KIB[sockloop/$variant]:--}" "${IDLE_KIB[nginx/$variant]:--}"
-done
-printf '%-44s %12s %12s %16s\n' "echo (sockloop)" "msgs/s" "MB/s" "server ns/msg"
-for row in "64 copying" "65536 copying" "65536 zero-copy"; do
-    read -r size client <<<"$row"
-    for server in copy splice; do
-        printf '  %-42s %12s %12s %16s\n' "$size B, $client client, $server server" \
-            "$(echo_med "$size" "$client" "$server" 4)" "$(echo_med "$size" "$client" "$server" 5)" \
-            "$(echo_med "$size" "$client" "$server" 6)"
+if wants idle; then
+    printf '%-21s %-12s %12s %12s%s\n' "idle RSS/conn" "KiB" sockloop nginx "${BASELINE:+     baseline}"
+    for variant in connected after-request; do
+        base=
+        [[ -z $BASELINE ]] || base=$(printf ' %12s' "${IDLE_KIB[baseline/$variant]:--}")
+        printf '  %-19s %-12s %12s %12s%s\n' "$variant" "" "${IDLE_KIB[sockloop/$variant]:--}" \
+            "${IDLE_KIB[nginx/$variant]:--}" "$base"
     done
-done
-say "(copy server: the default, read(2) and write(2); splice server: --splice, through a pipe."
-say " zero-copy client: echo_load --zero-copy, vmsplice(2) out and MSG_TRUNC in.)"
+fi
 
-say "p99: wrk's, which corrects for coordinated omission assuming one request per round trip;"
-say "with 16 per round trip the correction is wrong (for both servers), and for a fast server"
-say "it adds samples below the histogram's minimum so that wrk's percentile comes back 0 (-)."
+# Echo: a row per server under each shape, and its CPU per message divided by the floor's and
+# (sockloop's two) by the same mode of the baseline.
+declare -A ECHO_NAME=([copy]="sockloop" [splice]="sockloop --splice" [floor]="floor"
+    [base-copy]="baseline" [base-splice]="baseline --splice")
+declare -A ECHO_BASE_OF=([copy]=base-copy [splice]=base-splice)
+ECHO_SHAPES=("64 50 copying" "65536 10 copying" "65536 10 zero-copy")
+shape_name() { # size conns client
+    local size=$1 unit=B
+    if ((size >= 1024)); then size=$((size / 1024)) unit=KiB; fi
+    echo "$size $unit x $2, $3 client"
+}
+if wants echo; then
+    printf '%-40s %12s %10s %14s %14s%s\n' "echo" "msgs/s" "MB/s" "server ns/msg" "ns/msg÷floor" \
+        "${BASELINE:+  ns/msg÷baseline}"
+    for shape in "${ECHO_SHAPES[@]}"; do
+        read -r size conns client <<<"$shape"
+        say "  $(shape_name "$size" "$conns" "$client")"
+        floor_ns=$(echo_med "$size" "$client" floor 6)
+        for server in "${ECHO_SERVERS[@]}"; do
+            ns=$(echo_med "$size" "$client" "$server" 6)
+            to_floor=-
+            [[ $server == floor ]] || to_floor=$(ratio "$ns" "$floor_ns")
+            to_base=
+            if [[ -n $BASELINE ]]; then
+                to_base=-
+                [[ -z ${ECHO_BASE_OF[$server]:-} ]] ||
+                    to_base=$(ratio "$ns" "$(echo_med "$size" "$client" "${ECHO_BASE_OF[$server]}" 6)")
+                to_base=$(printf '  %16s' "$to_base")
+            fi
+            printf '    %-36s %12s %10s %14s %14s%s\n' "${ECHO_NAME[$server]}" \
+                "$(echo_med "$size" "$client" "$server" 4)" "$(echo_med "$size" "$client" "$server" 5)" \
+                "$ns" "$to_floor" "$to_base"
+        done
+    done
+    say "(sockloop: the default, read(2) and write(2); --splice: through a pipe. floor: read(2)"
+    say " and write(2) on one 64 KiB page-aligned buffer. zero-copy client: echo_load --zero-copy,"
+    say " vmsplice(2) out and MSG_TRUNC in.)"
+fi
 
-say ""
-say "== Targets (issue 6) =="
-verdict() { # value op limit -> PASS/MISS/-
-    awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
-        if (v == "-" || v == "") { print "-"; exit }
-        ok = (op == "<=") ? (v + 0 <= l + 0) : (v + 0 >= l + 0)
-        print ok ? "PASS" : "MISS" }'
+if wants offsets; then
+    first_offset=${OFFSET_SERVERS[0]#floor@}
+    printf '%-40s %12s %10s %14s %14s\n' "floor echo 64 KiB x 10, buffer at" "msgs/s" "MB/s" \
+        "server ns/msg" "÷ offset $first_offset"
+    for client in copying zero-copy; do
+        say "  $client client"
+        first_ns=$(echo_med 65536 "$client" "${OFFSET_SERVERS[0]}" 6)
+        for server in "${OFFSET_SERVERS[@]}"; do
+            ns=$(echo_med 65536 "$client" "$server" 6)
+            printf '    %-36s %12s %10s %14s %14s\n' "page offset ${server#floor@}" \
+                "$(echo_med 65536 "$client" "$server" 4)" "$(echo_med 65536 "$client" "$server" 5)" \
+                "$ns" "$(ratio "$ns" "$first_ns")"
+        done
+    done
+fi
+
+if wants http || wants threads; then
+    say "p99: wrk's, which corrects for coordinated omission assuming one request per round trip;"
+    say "with 16 per round trip the correction is wrong (for every server), and for a fast server"
+    say "it adds samples below the histogram's minimum so that wrk's percentile comes back 0 (-)."
+fi
+
+# ----- This build against the baseline -----
+# The one figure per workload that a refactor must not move: CPU per request or message,
+# this build's median over the baseline's, from the same interleaved rounds. With more than
+# one round, the ratio in each round too: how far apart they are is the noise to beat.
+if [[ -n $BASELINE ]]; then
+    say ""
+    say "== This sockloop against the baseline: server CPU per request or message, this/baseline =="
+    say "   (baseline: $BASELINE)"
+    against_baseline() { # description this baseline [per-round ratios]
+        local r line
+        r=$(ratio "$2" "$3")
+        line=$(printf '  %-54s %10s %10s %8s   %-18s %s' "$1" "$2" "$3" "$r" "$(awk -v r="$r" 'BEGIN {
+            if (r == "-") print "-"; else if (r > 1.05) print "more than 5% above";
+            else if (r < 0.95) print "more than 5% below"; else print "within 5%" }')" "${4:-}")
+        say "${line%"${line##*[! ]}"}"
+    }
+    # this/baseline in each round where both ran, in round order.
+    http_rounds() { # section scenario
+        ((ROUNDS > 1)) || return 0
+        awk -F'\t' -v s="$1" -v c="$2" -v n="$ROUNDS" '$1 == s && $2 == c && $6 != "-" { v[$3, $4] = $6 }
+            END { for (i = 1; i <= n; i++) if ((("sockloop", i) in v) && (("baseline", i) in v) && v["baseline", i] > 0)
+                printf "%.2f ", v["sockloop", i] / v["baseline", i] }' "$RESULTS"
+    }
+    echo_rounds() { # size client server baseline-server
+        ((ROUNDS > 1)) || return 0
+        awk -F'\t' -v s="$1" -v c="$2" -v a="$3" -v b="$4" -v n="$ROUNDS" '$1 == s && $2 == c && $6 != "-" { v[$3, $7] = $6 }
+            END { for (i = 1; i <= n; i++) if (((a, i) in v) && ((b, i) in v) && v[b, i] > 0) printf "%.2f ", v[a, i] / v[b, i] }' \
+            "$ECHO_RESULTS"
+    }
+    if ((ROUNDS > 1)); then
+        printf '  %-54s %10s %10s %8s   %-18s %s\n' "" "this" "baseline" "ratio" "" "each round"
+    else
+        printf '  %-54s %10s %10s %8s\n' "" "this" "baseline" "ratio"
+    fi
+    for row in "1loop plain 1 loop, keep-alive" "1loop pipeline16 1 loop, 16-deep pipeline" "1loop c10k 1 loop, C10K" \
+        "2loops plain 2 loops, keep-alive" "2loops pipeline16 2 loops, 16-deep pipeline"; do
+        read -r section scenario description <<<"$row"
+        if [[ $section == 1loop ]]; then wants http || continue; else wants threads || continue; fi
+        against_baseline "$description, ns/req" "$(med "$section" "$scenario" sockloop 6)" \
+            "$(med "$section" "$scenario" baseline 6)" "$(http_rounds "$section" "$scenario")"
+    done
+    if wants idle; then
+        for variant in connected after-request; do
+            against_baseline "idle RSS per connection ($variant), KiB" "${IDLE_KIB[sockloop/$variant]:--}" \
+                "${IDLE_KIB[baseline/$variant]:--}"
+        done
+    fi
+    if wants echo; then
+        for shape in "${ECHO_SHAPES[@]}"; do
+            read -r size conns client <<<"$shape"
+            for server in copy splice; do
+                mode=default
+                [[ $server == splice ]] && mode=--splice
+                against_baseline "echo $(shape_name "$size" "$conns" "$client"), $mode, ns/msg" \
+                    "$(echo_med "$size" "$client" "$server" 6)" \
+                    "$(echo_med "$size" "$client" "${ECHO_BASE_OF[$server]}" 6)" \
+                    "$(echo_rounds "$size" "$client" "$server" "${ECHO_BASE_OF[$server]}")"
+            done
+        done
+    fi
+    say "(how far from 1 noise alone takes these: run with BASELINE set to this very build. On a"
+    say " machine shared with compilers, ROUNDS=1 DURATION=3 put identical builds up to 25% apart;"
+    say " more rounds narrow it, and the busy and steal columns above show the disturbed rounds.)"
+fi
+
+# Only for the sections that ran: the others would print a row of "-".
+if wants http || wants threads || wants idle || wants echo; then
+    say ""
+    say "== Targets (issue 6) =="
+    verdict() { # value op limit -> PASS/MISS/-
+        awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+            if (v == "-" || v == "") { print "-"; exit }
+            ok = (op == "<=") ? (v + 0 <= l + 0) : (v + 0 >= l + 0)
+            print ok ? "PASS" : "MISS" }'
+    }
+    target() { # description measured op limit shown-limit
+        printf '  %-52s %12s   %-12s %s\n' "$1" "$2" "$3 $5" "$(verdict "$2" "$3" "$4")"
+    }
+    ratio_of() { ratio "$(med "$1" "$2" sockloop 6)" "$(med "$1" "$2" nginx 6)"; }
+    target "plain keep-alive: CPU/req, sockloop/nginx" "$(ratio_of 1loop plain)" "<=" 0.9 "0.9"
+    target "pipelined 16: CPU/req, sockloop/nginx" "$(ratio_of 1loop pipeline16)" "<=" 0.12 "0.12"
+    target "C10K: errors (sockloop)" "$(med 1loop c10k sockloop 8)" "<=" 0 "0"
+    c10k_share=$(awk -v a="$(med 1loop c10k sockloop 5)" -v b="$(med 1loop plain sockloop 5)" \
+        'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.3f", a / b }')
+    target "C10K: req/s / c50 req/s (sockloop)" "$c10k_share" ">=" 0.8 "0.8"
+    idle_worst=$(awk -v a="${IDLE_KIB[sockloop/connected]:--}" -v b="${IDLE_KIB[sockloop/after-request]:--}" \
+        'BEGIN { if (a == "-" || b == "-") print "-"; else print (a > b ? a : b) }')
+    target "idle RSS per connection, KiB (sockloop, worse of two)" "$idle_worst" "<=" 0.25 "0.25"
+    echo_gbs=$(awk -v m="$(echo_med 65536 zero-copy splice 5)" 'BEGIN { if (m == "-") print "-"; else printf "%.3f", m / 1000 }')
+    target "echo 64 KiB x 10: GB/s (--splice, zero-copy client)" "$echo_gbs" ">=" 3.5 "3.5"
+    echo_us=$(awk -v n="$(echo_med 64 copying copy 6)" 'BEGIN { if (n == "-") print "-"; else printf "%.2f", n / 1000 }')
+    target "echo 64 B x 50: server CPU per message, us" "$echo_us" "<=" 5 "5"
+    target "--threads 2 plain: CPU/req, sockloop/nginx" "$(ratio_of 2loops plain)" "<=" 0.9 "0.9"
+    target "--threads 2 pipelined 16: CPU/req, sockloop/nginx" "$(ratio_of 2loops pipeline16)" "<=" 0.12 "0.12"
+fi
+
+# ----- 7. The chart -----
+# Server CPU per request or message, one panel per workload, each server a bar: the scales
+# run from a few hundred ns (pipelined) to tens of µs (echo 64 KiB), so each panel has its
+# own linear axis, on which ratios read as heights. Over each bar, its value and its multiple
+# of the floor. gnuplot reads the bars from $CHART_DATA: one block per panel (name, value,
+# note, colour), blocks apart by two blank lines, so that `index N` picks panel N.
+CHART_DATA=$TMP/chart.tsv
+: >"$CHART_DATA"
+CHART_PANELS=() # "title|y label", one per block of $CHART_DATA
+# One colour per server, the same in every panel.
+declare -A COLOUR=([sockloop]=1f77b4 [copy]=1f77b4 [splice]=6baed6 [nginx]=2ca02c [floor]=7f7f7f
+    [baseline]=ff7f0e [base-copy]=ff7f0e [base-splice]=fdae6b)
+chart_panel() { # title y-label "name|value|colour|note"...; bars without a value are left out
+    local title=$1 ylabel=$2 item name value colour note rows=()
+    shift 2
+    for item in "$@"; do
+        IFS='|' read -r name value colour note <<<"$item"
+        [[ -n $value && $value != - ]] || continue
+        # "sockloop --splice" is too wide under a bar: gnuplot puts what follows "~" on a
+        # line of its own (two_lines in draw_chart).
+        rows+=("${name/ /\~}"$'\t'"$value"$'\t'"${note:- }"$'\t'"$((16#$colour))")
+    done
+    ((${#rows[@]} > 0)) || return 0
+    ((${#CHART_PANELS[@]} == 0)) || printf '\n\n' >>"$CHART_DATA"
+    printf '%s\n' "${rows[@]}" >>"$CHART_DATA"
+    CHART_PANELS+=("$title|$ylabel")
 }
-target() { # description measured op limit shown-limit
-    printf '  %-52s %12s   %-12s %s\n' "$1" "$2" "$3 $5" "$(verdict "$2" "$3" "$4")"
+times_floor() { # value floor-value -> "2.31x floor", or nothing
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f× floor", a / b }'
 }
-ratio_of() { ratio "$(med "$1" "$2" sockloop 6)" "$(med "$1" "$2" nginx 6)"; }
-target "plain keep-alive: CPU/req, sockloop/nginx" "$(ratio_of 1loop plain)" "<=" 0.9 "0.9"
-target "pipelined 16: CPU/req, sockloop/nginx" "$(ratio_of 1loop pipeline16)" "<=" 0.12 "0.12"
-target "C10K: errors (sockloop)" "$(med 1loop c10k sockloop 8)" "<=" 0 "0"
-c10k_share=$(awk -v a="$(med 1loop c10k sockloop 5)" -v b="$(med 1loop plain sockloop 5)" \
-    'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.3f", a / b }')
-target "C10K: req/s / c50 req/s (sockloop)" "$c10k_share" ">=" 0.8 "0.8"
-idle_worst=$(awk -v a="${IDLE_KIB[sockloop/connected]:--}" -v b="${IDLE_KIB[sockloop/after-request]:--}" \
-    'BEGIN { if (a == "-" || b == "-") print "-"; else print (a > b ? a : b) }')
-target "idle RSS per connection, KiB (sockloop, worse of two)" "$idle_worst" "<=" 0.25 "0.25"
-echo_gbs=$(awk -v m="$(echo_med 65536 zero-copy splice 5)" 'BEGIN { if (m == "-") print "-"; else printf "%.3f", m / 1000 }')
-target "echo 64 KiB x 10: GB/s (--splice, zero-copy client)" "$echo_gbs" ">=" 3.5 "3.5"
-echo_us=$(awk -v n="$(echo_med 64 copying copy 6)" 'BEGIN { if (n == "-") print "-"; else printf "%.2f", n / 1000 }')
-target "echo 64 B x 50: server CPU per message, us" "$echo_us" "<=" 5 "5"
-target "--threads 2 plain: CPU/req, sockloop/nginx" "$(ratio_of 2loops plain)" "<=" 0.9 "0.9"
-target "--threads 2 pipelined 16: CPU/req, sockloop/nginx" "$(ratio_of 2loops pipeline16)" "<=" 0.12 "0.12"
+http_panel() { # section scenario title
+    local items=() server v f
+    f=$(med "$1" "$2" floor 6)
+    for server in sockloop nginx floor baseline; do
+        v=$(med "$1" "$2" "$server" 6)
+        items+=("$server|$v|${COLOUR[$server]}|$([[ $server == floor ]] || times_floor "$v" "$f")")
+    done
+    chart_panel "$3" "CPU ns per request" "${items[@]}"
+}
+if wants http; then
+    http_panel 1loop plain "keep-alive, wrk -t1 -c50"
+    http_panel 1loop pipeline16 "16-deep pipeline, wrk -t1 -c50"
+    http_panel 1loop c10k "C10K, wrk -t1 -c10000"
+fi
+if wants threads; then
+    http_panel 2loops plain "2 loops or workers, keep-alive"
+    http_panel 2loops pipeline16 "2 loops or workers, pipeline"
+fi
+if wants echo; then
+    for shape in "${ECHO_SHAPES[@]}"; do
+        read -r size conns client <<<"$shape"
+        items=()
+        f=$(echo_med "$size" "$client" floor 6)
+        for server in "${ECHO_SERVERS[@]}"; do
+            v=$(echo_med "$size" "$client" "$server" 6)
+            items+=("${ECHO_NAME[$server]}|$v|${COLOUR[$server]}|$([[ $server == floor ]] || times_floor "$v" "$f")")
+        done
+        chart_panel "echo $(shape_name "$size" "$conns" "$client")" "CPU ns per message" "${items[@]}"
+    done
+fi
+if wants offsets; then
+    for client in copying zero-copy; do
+        items=()
+        for server in "${OFFSET_SERVERS[@]}"; do
+            v=$(echo_med 65536 "$client" "$server" 6)
+            mb=$(echo_med 65536 "$client" "$server" 5)
+            items+=("offset ${server#floor@}|$v|${COLOUR[floor]}|$mb MB/s")
+        done
+        chart_panel "floor echo $(shape_name 65536 10 "$client"), by buffer page offset" \
+            "CPU ns per message" "${items[@]}"
+    done
+fi
+
+if [[ -n ${LOG_DIR:-} ]]; then
+    CHART=$LOG_DIR/load.svg
+else
+    CHART=${CARGO_TARGET_DIR:-$ROOT/target}/load/load-$(date -u +%Y%m%d-%H%M%S).svg
+fi
+draw_chart() {
+    local n=${#CHART_PANELS[@]} cols rows i title ylabel
+    cols=$((n < 3 ? n : 3))
+    rows=$(((n + cols - 1) / cols))
+    {
+        printf 'set terminal svg size %d,%d dynamic font "sans,11" background "#ffffff"\n' \
+            $((cols * 440)) $((rows * 330 + 50))
+        printf 'set output "%s"\n' "$CHART"
+        printf 'set encoding utf8\nset datafile separator "\\t"\n'
+        printf 'set style fill solid 0.85 border -1\nset boxwidth 0.7\n'
+        printf 'set yrange [0:*]\nset offsets 0.6, 0.6, graph 0.22, 0\nset bmargin 4\n'
+        printf 'set xtics nomirror scale 0 font ",9"\nset ytics nomirror font ",9"\nset border 3\n'
+        printf 'set grid ytics lc rgb "#e0e0e0"\n'
+        printf 'two_lines(s) = strstrt(s, "~") ? s[1:strstrt(s, "~") - 1]."\\n".s[strstrt(s, "~") + 1:] : s\n'
+        printf 'set multiplot layout %d,%d title "%s"\n' "$rows" "$cols" \
+            "sockloop benches/load.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'): server CPU per request or message, medians of $ROUNDS x ${DURATION}s (lower is better)"
+        for ((i = 0; i < n; i++)); do
+            IFS='|' read -r title ylabel <<<"${CHART_PANELS[i]}"
+            printf 'set title "%s" font ",11"\nset ylabel "%s" font ",9"\n' "$title" "$ylabel"
+            printf 'plot "%s" index %d using 0:2:4:xticlabels(two_lines(strcol(1))) with boxes lc rgb variable notitle, \\\n' "$CHART_DATA" "$i"
+            # shellcheck disable=SC2016 # $2 is gnuplot's column 2
+            printf '     "" index %d using 0:2:(sprintf("%%.0f\\n%%s", $2, strcol(3))) with labels offset 0,1.3 font ",8" notitle\n' "$i"
+        done
+        printf 'unset multiplot\n'
+    } >"$TMP/chart.gp"
+    mkdir -p "$(dirname "$CHART")" && gnuplot "$TMP/chart.gp" 2>"$TMP/gnuplot.log"
+}
+if ((${#CHART_PANELS[@]} > 0)); then
+    say ""
+    if draw_chart; then
+        say "chart: $CHART"
+    else
+        say "chart: gnuplot failed: $(tail -3 "$TMP/gnuplot.log" | tr '\n' ' ')"
+    fi
+fi
+
 say ""
 say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
