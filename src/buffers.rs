@@ -7,6 +7,9 @@
 //! and it gives it back the moment those bytes are gone. The pool keeps a few returned
 //! buffers so that this back and forth does not call the allocator each time, and lets big
 //! ones go so that a burst does not pin memory for ever.
+//!
+//! [`PageAligned`] is the other kind: the loop's one read buffer, placed at the start of a
+//! page so that the kernel's copies into it run at full speed (see its doc).
 
 /// Buffers larger than this are freed rather than kept: one client's 1 MiB backlog must not
 /// stay resident after it has drained.
@@ -44,9 +47,69 @@ impl BufferPool {
     }
 }
 
+/// A fixed-size byte buffer whose first byte is the first byte of a page.
+///
+/// Why it matters: `read(2)` on a TCP socket is a `memcpy` in the kernel, from the pages the
+/// data arrived in (on loopback, pages the sender filled from their start) into our buffer.
+/// A CPU runs such a copy as loads from the source interleaved with stores to the
+/// destination, and it decides whether a load may run ahead of an earlier store by
+/// comparing only the low 12 bits of their addresses (4K aliasing). When the destination
+/// sits a few bytes further into its page than the source, every load seems to depend on a
+/// store just made, waits for it, and the copy runs at half speed or worse. A big `Vec`
+/// comes from `mmap`, and glibc's header puts its first byte 16 bytes into the page: that is
+/// exactly such a few bytes. At page offset 0 the two run in step, and nothing waits.
+///
+/// No allocator call here gives a stricter alignment (a `Vec<u8>` must be freed with the
+/// alignment it was made with), so the buffer takes one page more than it needs and starts
+/// at the first page boundary inside it.
+pub struct PageAligned {
+    storage: Box<[u8]>,
+    start: usize,
+    len: usize,
+}
+
+impl PageAligned {
+    /// `len` zeroed bytes from the start of a page.
+    pub fn new(len: usize) -> PageAligned {
+        let page = rustix::param::page_size();
+        let storage = vec![0u8; len + page].into_boxed_slice();
+        // align_offset of a u8 pointer to a power of two is exact, never "can't".
+        let start = storage.as_ptr().align_offset(page).min(page);
+        PageAligned {
+            storage,
+            start,
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for PageAligned {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for PageAligned {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_aligned_buffer_starts_on_a_page_and_has_its_length() {
+        let page = rustix::param::page_size();
+        for len in [1, 4096, 128 * 1024] {
+            let mut buffer = PageAligned::new(len);
+            assert_eq!(buffer.as_ptr() as usize % page, 0, "len {len}");
+            assert_eq!(buffer.len(), len);
+            buffer[len - 1] = 7;
+        }
+    }
 
     #[test]
     fn a_returned_buffer_is_reused_and_the_slot_left_unallocated() {

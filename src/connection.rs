@@ -164,13 +164,19 @@ impl Connection {
         self.read_to_eagain
     }
 
-    /// Whether echo's splice path may take the next read: nothing is owed or held, so the
-    /// bytes can go straight back out, and epoll flagged nothing that needs `read(2)`.
-    pub fn may_splice(&self) -> bool {
-        self.phase == Phase::Open
+    /// Whether the next bytes read can go straight back out: the session echoes, and
+    /// nothing is owed or held that they would have to wait behind.
+    pub fn may_echo_straight_back(&self) -> bool {
+        self.session.echoes()
+            && self.phase == Phase::Open
             && self.unsent().is_empty()
             && self.pending_input.is_empty()
-            && !self.read_to_eagain
+    }
+
+    /// Whether echo's splice path may take the next read: as `may_echo_straight_back`, and
+    /// epoll flagged nothing that needs `read(2)`.
+    pub fn may_splice(&self) -> bool {
+        self.may_echo_straight_back() && !self.read_to_eagain
     }
 
     // ----- what the kernel told us -----

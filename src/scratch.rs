@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::buffers::BufferPool;
+use crate::buffers::{BufferPool, PageAligned};
 use crate::protocol::Responses;
 use crate::splice::Pipe;
 use crate::stats::Stats;
@@ -21,8 +21,9 @@ use crate::stats::Stats;
 pub const READ_BUFFER_SIZE: usize = 128 * 1024;
 
 pub struct Scratch {
-    /// Every read lands here first.
-    pub read_buffer: Box<[u8]>,
+    /// Every read lands here first. It starts on a page boundary, which doubles the speed
+    /// of the kernel's copy into it (see `PageAligned`).
+    pub read_buffer: PageAligned,
     /// Every answer is built here, then written straight away. It is empty between turns:
     /// whatever the kernel did not take has moved to the connection's own buffer.
     pub output: Vec<u8>,
@@ -44,7 +45,7 @@ pub struct Scratch {
 impl Scratch {
     pub fn new(responses: Responses, pipe: Option<Pipe>) -> Scratch {
         Scratch {
-            read_buffer: vec![0; READ_BUFFER_SIZE].into_boxed_slice(),
+            read_buffer: PageAligned::new(READ_BUFFER_SIZE),
             output: Vec::with_capacity(READ_BUFFER_SIZE),
             pool: BufferPool::new(),
             responses,
@@ -57,5 +58,22 @@ impl Scratch {
     /// Called once per wakeup: the responses' Date follows the clock.
     pub fn refresh_date(&mut self) {
         self.responses.refresh_date(SystemTime::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::responses::{DEFAULT_BODY, DEFAULT_CONTENT_TYPE};
+
+    /// The guard on the speed of every read: a read buffer moved off its page boundary
+    /// (back to a plain `vec!`, 16 bytes into its page) makes recv's copy twice as slow at
+    /// 64 KiB a message (README, "How it works").
+    #[test]
+    fn the_read_buffer_starts_on_a_page_boundary() {
+        let scratch = Scratch::new(Responses::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE), None);
+        let page = rustix::param::page_size();
+        assert_eq!(scratch.read_buffer.as_ptr() as usize % page, 0);
+        assert_eq!(scratch.read_buffer.len(), READ_BUFFER_SIZE);
     }
 }

@@ -175,7 +175,9 @@ impl Turn<'_> {
                 // (A splice already counted, and answered, what it moved.)
                 if !spliced {
                     trace!("{peer}: read → {n} bytes");
-                    self.hand_to_protocol(n);
+                    if let Err(e) = self.hand_to_protocol(n) {
+                        return Break(Step::Close(Exit::Failed(e)));
+                    }
                 }
                 if self.short_read(n, spliced) {
                     self.conn.drained();
@@ -196,13 +198,34 @@ impl Turn<'_> {
     }
 
     /// `n` bytes arrived: count them and, while the conversation is open, hand them to the
-    /// session. A lingering connection only reads to discard.
-    fn hand_to_protocol(&mut self, n: usize) {
+    /// session. A lingering connection only reads to discard. Echo with nothing owed takes
+    /// a shortcut: the bytes are written straight back.
+    fn hand_to_protocol(&mut self, n: usize) -> io::Result<()> {
         self.conn.received(n);
         self.scratch.stats.bytes_in += n as u64;
+        if self.conn.may_echo_straight_back() {
+            return self.echo_straight_back(n);
+        }
         if self.conn.phase() == Phase::Open {
             self.conn.offer(n, self.scratch);
         }
+        Ok(())
+    }
+
+    /// Echo, with nothing owed: `write(2)` the bytes from the read buffer they arrived in,
+    /// with no copy into the output buffer. The kernel then copies from a page-aligned
+    /// buffer in both directions; only what it does not take is copied, into the
+    /// connection's own buffer, as the tail of any answer is (at most one read, so the
+    /// backpressure bound holds).
+    fn echo_straight_back(&mut self, n: usize) -> io::Result<()> {
+        let (conn, scratch) = (&mut *self.conn, &mut *self.scratch);
+        let bytes = &scratch.read_buffer[..n];
+        let sent = write_until_blocked(conn.stream(), conn.peer(), bytes)?;
+        scratch.stats.bytes_out += sent as u64;
+        scratch.stats.messages += 1;
+        conn.count_sent(sent);
+        conn.queue_output(&bytes[sent..], &mut scratch.pool);
+        Ok(())
     }
 
     /// Whether a read of `n` bytes emptied the socket's receive queue. A short read does:

@@ -148,6 +148,13 @@ impl Session {
         }
     }
 
+    /// Whether every byte in is answered by itself, unchanged (echo). The loop then writes
+    /// input straight back from where it was read, instead of copying it into the output
+    /// buffer through `on_input`.
+    pub fn echoes(&self) -> bool {
+        matches!(self, Session::Echo)
+    }
+
     /// True while an HTTP request head is incomplete: the header timeout runs then.
     pub fn in_request_head(&self) -> bool {
         match self {
