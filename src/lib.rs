@@ -33,4 +33,5 @@ pub mod protocol;
 pub mod server;
 pub mod splice;
 pub mod stats;
+pub mod tcp_info;
 pub mod timers;
