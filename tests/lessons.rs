@@ -126,7 +126,7 @@ fn backlog_full_extra_handshakes_wait_in_syn_sent_until_the_server_accepts() {
     assert_eq!(listener.rx_queue, BACKLOG + 1, "{listener:?}");
 
     // Accepting again makes room; each waiting client gets in at its next SYN retransmission
-    // (1 s, 3 s, 7 s… after its first SYN).
+    // (every second for the first four, net.ipv4.tcp_syn_linear_timeouts; then doubling).
     server.signal(libc::SIGCONT);
     wait_until("every client connected", LONG, || {
         clients
@@ -526,4 +526,79 @@ fn so_reuseport_both_loops_get_connections_and_accept_them() {
         .count();
     assert_eq!(first_keys, 2, "accepted as #0 once in each loop");
     drop(clients);
+}
+
+/// SO_REUSEPORT picks a listener by a hash of the connection's addresses and ports, blind to
+/// load: a listener whose accept queue is full drops a SYN that hashed to it while its
+/// sibling still has room (socket(7), SO_REUSEPORT; `reuseport_select_sock_by_hash`,
+/// net/core/sock_reuseport.c).
+#[test]
+fn so_reuseport_is_blind_to_load_a_full_listener_drops_a_syn_while_its_sibling_has_room() {
+    const FULL: u32 = 5; // --backlog 4 holds backlog + 1
+    let server = Server::start(&["--mode", "echo", "--threads", "2", "--backlog", "4"]);
+    let port = server.addr.port();
+    let queues = || -> Vec<u32> { listeners(port).iter().map(|l| l.rx_queue).collect() };
+    wait_until("two listening sockets on one port", LONG, || {
+        (queues().len() == 2).then_some(())
+    });
+
+    // A round fails to show it only if the first ten connections split exactly five and
+    // five (one chance in four): then the queues are emptied and it starts again.
+    for round in 1..=10 {
+        stop(&server);
+        let mut clients = Vec::new();
+        let dropped_with = loop {
+            let now = queues();
+            if now.iter().all(|&q| q == FULL) {
+                break None;
+            }
+            assert!(
+                clients.len() < 40,
+                "40 connections and no SYN dropped: {now:?}"
+            );
+            let before: u32 = now.iter().sum();
+            let client = kernel::connect_nonblocking(server.addr);
+            // Either a queue grows, or the SYN was dropped and the client retransmits it.
+            let queued = wait_until(
+                "the connection queued or its SYN retransmitted",
+                LONG,
+                || {
+                    if queues().iter().sum::<u32>() > before {
+                        return Some(true);
+                    }
+                    let view = tcp_info::snapshot(&client).ok()?;
+                    (view.state == TcpState::SynSent && view.total_retrans > 0).then_some(false)
+                },
+            );
+            clients.push(client);
+            if !queued {
+                break Some(now);
+            }
+        };
+        if let Some(at_drop) = dropped_with {
+            eprintln!("round {round}: a SYN was dropped with the accept queues at {at_drop:?}");
+            assert!(
+                at_drop.contains(&FULL) && at_drop.iter().any(|&q| q < FULL),
+                "one listener full, the other with room: {at_drop:?}"
+            );
+            server.signal(libc::SIGCONT);
+            return;
+        }
+        eprintln!("round {round}: both queues filled without a drop; again");
+        drop(clients);
+        server.signal(libc::SIGCONT);
+        wait_until(
+            "the server done with this round's connections",
+            LONG,
+            || {
+                let left = on_local_port(port);
+                left.iter()
+                    .all(|e| {
+                        matches!(e.state, TcpState::Listen | TcpState::TimeWait) && e.rx_queue == 0
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    panic!("ten rounds in a row split five and five");
 }
