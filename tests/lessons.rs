@@ -226,8 +226,8 @@ fn so_reuseaddr_lets_a_restarted_server_bind_while_its_old_connections_are_in_ti
 // ----- read → 0 and where TIME_WAIT lands -----
 
 /// read(2) returning 0 is the peer's FIN: the side that reads it without having sent its
-/// own is in CLOSE_WAIT, and the side that closed first keeps TIME_WAIT (tcp(7); RFC 793
-/// §3.5). In http with `Connection: close` the server closes first.
+/// own is in CLOSE_WAIT, and the side that closed first keeps TIME_WAIT (read(2), RETURN
+/// VALUE; RFC 793 §3.5). In http with `Connection: close` the server closes first.
 #[test]
 fn http_connection_close_the_server_closes_first_and_keeps_the_time_wait() {
     let server = Server::start(&["--mode", "http"]);
@@ -253,8 +253,8 @@ fn http_connection_close_the_server_closes_first_and_keeps_the_time_wait() {
 
 /// When the client sends FIN first (echo), the server's read(2) returns 0 in CLOSE_WAIT,
 /// and the client keeps the TIME_WAIT; while the client's descriptor is open it reads
-/// CLOSE, for the kernel has moved the 4-tuple into a separate TIME_WAIT socket
-/// (tcp(7); `tcp_fin` → `tcp_time_wait`).
+/// CLOSE, for the kernel has moved the 4-tuple into a separate TIME_WAIT socket (RFC 793
+/// §3.5; tcp(7), TCP_INFO; `tcp_fin` → `tcp_time_wait`).
 #[test]
 fn echo_the_client_closes_first_the_server_passes_close_wait_and_the_client_keeps_time_wait() {
     let server = Server::start(&["--mode", "echo"]);
@@ -296,7 +296,8 @@ fn echo_the_client_closes_first_the_server_passes_close_wait_and_the_client_keep
 
 // ----- close(2) with unread input -----
 
-/// close(2) on a socket with unread input sends RST, not just FIN (tcp(7); RFC 2525 §2.17):
+/// close(2) on a socket with unread input sends RST, not just FIN (RFC 2525 §2.17, which
+/// Linux follows in `__tcp_close`; socket(7), SO_LINGER, is the other way to send one):
 /// a client rejected at `--max-conns` whose request is already queued gets the 503 and the
 /// FIN, then the RST, which turns its CLOSE_WAIT into CLOSE with a pending EPIPE (an RST
 /// after the peer's FIN is reported as EPIPE, and read keeps saying 0).
@@ -341,7 +342,7 @@ fn closing_with_the_request_unread_resets_a_rejected_client() {
 
 /// The lingering close: after its last answer and its FIN, sockloop reads and discards until
 /// the client's FIN, so bytes the client sends meanwhile are never left unread and close(2)
-/// never turns into RST (RFC 9112 §9.6; tcp(7)).
+/// never turns into RST (RFC 9112 §9.6, "Tear-down").
 #[test]
 fn a_lingering_close_reads_late_pipelined_bytes_and_never_resets_the_client() {
     let server = Server::start(&["--mode", "http"]);
@@ -385,7 +386,7 @@ fn a_lingering_close_reads_late_pipelined_bytes_and_never_resets_the_client() {
 /// Edge-triggered epoll (what mio registers) reports a socket once per wakeup: bytes left
 /// unread raise no new event, and the next arrival raises one even though the socket was
 /// already readable (epoll(7), "Level-triggered and edge-triggered", and its EPOLLONESHOT
-/// paragraph).
+/// paragraph; tcp(7), SIOCINQ, for the bytes left).
 #[test]
 fn edge_triggered_epoll_reports_new_data_not_data_left_unread() {
     use mio::{Events, Interest, Poll, Token};
