@@ -48,4 +48,5 @@ pub mod scratch;
 pub mod server;
 pub mod splice;
 pub mod stats;
+pub mod tcp_info;
 pub mod timers;
