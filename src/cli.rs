@@ -64,6 +64,12 @@ pub struct Args {
     /// Echo mode: move bytes socket → pipe → socket with splice(2), without copying them.
     #[arg(long)]
     pub splice: bool,
+
+    /// Log a report every SECONDS: per loop, connections, requests/s, bytes/s and CPU; with
+    /// RUST_LOG=debug also every connection next to the kernel's TCP_INFO. SIGUSR1 asks for
+    /// one at any time.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    pub stats: Option<Duration>,
 }
 
 /// `--mode`'s values, spelled as [`Mode::name`]. Written here rather than derived on `Mode`, so
@@ -99,6 +105,8 @@ pub struct Config {
     pub content_type: String,
     /// Echo mode moves bytes with splice(2) (`--splice`, see `crate::splice`).
     pub splice: bool,
+    /// How often to log a report (`--stats`), if at all.
+    pub stats_every: Option<Duration>,
 }
 
 impl Args {
@@ -138,6 +146,7 @@ impl Args {
             body,
             content_type,
             splice: self.splice,
+            stats_every: self.stats,
         })
     }
 }
@@ -153,6 +162,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}`: give 0 to {MAX_SECONDS} seconds"));
     }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a duration in seconds"))
+}
+
+/// A report interval: seconds, as `parse_seconds`, but more than zero.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_seconds(s)? {
+        Duration::ZERO => Err(format!("`{s}`: give a number of seconds above 0")),
+        interval => Ok(interval),
+    }
 }
 
 /// The Content-Type for a file, from its extension: the handful a test page uses.

@@ -5,16 +5,32 @@
 //!
 //! 1. `socket(2)`: a TCP socket of the address's family (IPv4 or IPv6).
 //! 2. `SO_REUSEADDR`: after a restart, connections of the old process may sit in TIME_WAIT
-//!    for 2×MSL (60 s on Linux). Without this option `bind` fails with EADDRINUSE until they
-//!    expire; with it, the new process can listen at once. It never lets two live listeners
-//!    share a port; that is what the next option is for.
+//!    (on the side that closed first; Linux holds it 60 s, `TCP_TIMEWAIT_LEN`). Without this
+//!    option `bind` fails with EADDRINUSE until they expire; with it, the new process can
+//!    listen at once. Linux checks both sides: the TIME_WAIT connections must have had it
+//!    too (`inet_bind_conflict`; accepted sockets inherit it from the listener), which they
+//!    do, since sockloop always sets it. It never lets two live listeners share a port;
+//!    that is what the next option is for.
 //! 3. `SO_REUSEPORT` (when asked, and always with more than one loop): several sockets bind
-//!    the same address and the kernel hashes each incoming connection to one of them, so
-//!    each loop accepts from a queue of its own instead of all waking for every connection.
-//! 4. `bind(2)`, then `listen(2)` with the backlog: the length of the queue of connections
-//!    that finished the three-way handshake and wait for `accept(2)`. The kernel clamps it to
-//!    `net.core.somaxconn` without a word, so we read that value and say so (`listen(2)`,
-//!    NOTES).
+//!    the same address, each with its own accept queue, and the kernel picks one for each
+//!    incoming connection by a hash of its addresses and ports
+//!    (`reuseport_select_sock_by_hash`). That spreads connections evenly on average, but it
+//!    is blind to load: a busy loop gets its share, and a listener whose queue is full drops
+//!    its share of SYNs while the others have room. Closing one listener resets the
+//!    connections still waiting in its queue, unless `net.ipv4.tcp_migrate_req=1`.
+//! 4. `bind(2)`, then `listen(2)` with the backlog: the length of the accept queue, where
+//!    connections that finished the three-way handshake wait for `accept(2)` (Linux holds
+//!    backlog + 1, `sk_acceptq_is_full`). When it is full, an arriving SYN is dropped and
+//!    the client retransmits it (on Linux 6.18 once a second for the first few tries, then
+//!    backing off; `tcp_syn_linear_timeouts`): `connect` just takes longer. A handshake whose last ACK finds the queue full is kept half-open and that
+//!    ACK dropped, though the client already believes it is connected; only with
+//!    `net.ipv4.tcp_abort_on_overflow=1` does the client get RST instead (`tcp_check_req`).
+//!    Half-open connections wait in a second queue, capped by the same backlog; beyond it
+//!    Linux answers with SYN cookies (`net.ipv4.tcp_syncookies=1`), keeping no state and
+//!    rebuilding the connection from the client's final ACK. Cookies protect against SYN
+//!    floods; they do not help a full accept queue, which drops the SYN either way. The
+//!    kernel clamps the backlog to `net.core.somaxconn` without a word, so we read that
+//!    value and say so (`listen(2)`, NOTES).
 //! 5. `O_NONBLOCK`: `accept` must return EAGAIN rather than sleep, so the loop can go on.
 
 use std::fs;

@@ -73,7 +73,7 @@ pub fn run(config: Config) -> Result<Finished, RunError> {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name(format!("loop-{i}"))
-                .spawn(move || EventLoop::new(socket, config, shared).and_then(EventLoop::run))
+                .spawn(move || EventLoop::new(i, socket, config, shared).and_then(EventLoop::run))
         })
         .collect();
 

@@ -135,7 +135,8 @@ pub enum Queues {
 
 impl fmt::Display for Snapshot {
     /// One compact line for a trace: `kernel: CLOSE_WAIT rtt=45us cwnd=10 unacked=0
-    /// retrans=0 inq=0 outq=0`, or for a listener `kernel: LISTEN accept_queue=5/4`.
+    /// retrans=0/0 inq=0 outq=0` (retransmitted segments in flight / over the connection's
+    /// life), or for a listener `kernel: LISTEN accept_queue=5/4`.
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "kernel: {}", self.state)?;
         match self.queues {
@@ -145,12 +146,27 @@ impl fmt::Display for Snapshot {
             } => write!(f, " accept_queue={accept_queue}/{backlog}"),
             Queues::Connection { inq, outq } => write!(
                 f,
-                " rtt={}us cwnd={} unacked={} retrans={} inq={inq} outq={outq}",
+                " rtt={}us cwnd={} unacked={} retrans={}/{} inq={inq} outq={outq}",
                 self.rtt.as_micros(),
                 self.cwnd,
                 self.unacked,
+                self.retrans,
                 self.total_retrans,
             ),
+        }
+    }
+}
+
+/// The kernel's view of a socket, asked for only when formatted. Inside a `trace!` the
+/// syscalls are made only when the line is really written: with trace logging off, the
+/// macro never formats its arguments and this costs nothing.
+pub struct Kernel<'a>(pub BorrowedFd<'a>);
+
+impl fmt::Display for Kernel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match snapshot(self.0) {
+            Ok(snapshot) => snapshot.fmt(f),
+            Err(e) => write!(f, "kernel: ? ({e})"),
         }
     }
 }

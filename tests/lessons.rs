@@ -227,10 +227,12 @@ fn so_reuseaddr_lets_a_restarted_server_bind_while_its_old_connections_are_in_ti
 
 /// read(2) returning 0 is the peer's FIN: the side that reads it without having sent its
 /// own is in CLOSE_WAIT, and the side that closed first keeps TIME_WAIT (read(2), RETURN
-/// VALUE; RFC 793 §3.5). In http with `Connection: close` the server closes first.
+/// VALUE; RFC 793 §3.5). In http with `Connection: close` the server closes first, and its
+/// trace gives the kernel's word for its own socket: CLOSE, the TIME_WAIT being a socket of
+/// its own (`tcp_time_wait`).
 #[test]
 fn http_connection_close_the_server_closes_first_and_keeps_the_time_wait() {
-    let server = Server::start(&["--mode", "http"]);
+    let mut server = start_logging(&["--mode", "http"], "trace");
     let mut client = server.connect();
     let client_addr = client.local_addr().unwrap();
     client.write_all(GET_CLOSE).unwrap();
@@ -238,6 +240,18 @@ fn http_connection_close_the_server_closes_first_and_keeps_the_time_wait() {
     assert!(reply.starts_with(b"HTTP/1.1 200 OK\r\n") && !reset);
     // We read 0: the server's FIN came first, so it is our side that is in CLOSE_WAIT.
     assert_eq!(state_of(&client), TcpState::CloseWait);
+    // The server's trace gives the kernel's word as it sent its FIN. Read before we close:
+    // the line asks the kernel when it is written, and our FIN would change the answer.
+    let ours = server
+        .wait_for_log(
+            &format!("{client_addr}: shutdown(SHUT_WR) → FIN sent"),
+            LONG,
+        )
+        .expect("the server traced its FIN");
+    assert!(
+        ours.contains("kernel: FIN_WAIT1") || ours.contains("kernel: FIN_WAIT2"),
+        "{ours}"
+    );
     drop(client);
     let server_side = wait_until("the server's side in TIME_WAIT", LONG, || {
         connection(server.addr, client_addr).filter(|e| e.state == TcpState::TimeWait)
@@ -249,6 +263,13 @@ fn http_connection_close_the_server_closes_first_and_keeps_the_time_wait() {
         None,
         "the client closed second and keeps nothing"
     );
+    let fin = server
+        .wait_for_log(&format!("{client_addr}: read → 0 (FIN"), LONG)
+        .expect("the server traced the client's FIN");
+    assert!(
+        fin.contains("after ours") && fin.contains("kernel: CLOSE "),
+        "{fin}"
+    );
 }
 
 /// When the client sends FIN first (echo), the server's read(2) returns 0 in CLOSE_WAIT,
@@ -257,7 +278,7 @@ fn http_connection_close_the_server_closes_first_and_keeps_the_time_wait() {
 /// §3.5; tcp(7), TCP_INFO; `tcp_fin` → `tcp_time_wait`).
 #[test]
 fn echo_the_client_closes_first_the_server_passes_close_wait_and_the_client_keeps_time_wait() {
-    let server = Server::start(&["--mode", "echo"]);
+    let mut server = start_logging(&["--mode", "echo"], "trace");
     let mut client = server.connect();
     let client_addr = client.local_addr().unwrap();
     client.write_all(b"ping").unwrap();
@@ -292,6 +313,14 @@ fn echo_the_client_closes_first_the_server_passes_close_wait_and_the_client_keep
     wait_until("nothing left on the server's side", LONG, || {
         connection(server.addr, client_addr).is_none().then_some(())
     });
+    // The server's trace: the kernel's word when its read returned 0.
+    let fin = server
+        .wait_for_log(&format!("{client_addr}: read → 0 (FIN"), LONG)
+        .expect("the server traced the client's FIN");
+    assert!(
+        fin.contains("the peer closed first") && fin.contains("kernel: CLOSE_WAIT"),
+        "{fin}"
+    );
 }
 
 // ----- close(2) with unread input -----
@@ -438,6 +467,63 @@ fn edge_triggered_epoll_reports_new_data_not_data_left_unread() {
 
 // ----- a short write -----
 
+/// What edge-triggered epoll asks of the server: having been told once, it reads until the
+/// kernel has no more. A read that fills the whole buffer (131072 bytes) may have left bytes
+/// behind, so the next thing the server does with that connection is read again, never wait
+/// for an event; only a short read or EAGAIN ends the round (epoll(7), "Possible pitfalls";
+/// read(2), RETURN VALUE). The one other reason to stop is backpressure, when the client
+/// does not read its echo fast enough: then a write has said EAGAIN first.
+#[test]
+fn the_server_reads_on_after_a_full_read_until_the_kernel_has_no_more() {
+    const BYTES: usize = 8 << 20;
+    let mut server = start_logging(&["--mode", "echo"], "trace");
+    let mut client = server.connect();
+    let peer = client.local_addr().unwrap();
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        thread::spawn(move || client.write_all(&vec![7u8; BYTES]))
+    };
+    let mut back = vec![0u8; BYTES];
+    client.read_exact(&mut back).unwrap();
+    writer.join().unwrap().unwrap();
+    drop(client);
+    server
+        .wait_for_log(&format!("{peer}: closed"), LONG)
+        .expect("the connection closed");
+
+    let read = format!("{peer}: read → ");
+    let event = format!("{peer}: event ");
+    let blocked = format!("{peer}: write → WouldBlock");
+    let steps: Vec<&String> = server
+        .log
+        .iter()
+        .filter(|l| l.contains(&read) || l.contains(&event) || l.contains(&blocked))
+        .collect();
+    let full = format!("{read}131072 bytes");
+    // A turn is also cut short, on purpose, after 16 reads (`MAX_READS_PER_TURN`: the others
+    // get their turn), and an event may then come first.
+    const FAIR_SHARE: usize = 16;
+    let mut full_reads = 0;
+    let mut reads_this_turn = 0;
+    for pair in steps.windows(2) {
+        if pair[0].contains(&read) {
+            reads_this_turn += 1;
+        } else {
+            reads_this_turn = 0;
+        }
+        if pair[0].contains(&full) {
+            full_reads += 1;
+            assert!(
+                !pair[1].contains(&event) || reads_this_turn % FAIR_SHARE == 0,
+                "after a full read the server waited for an event:\n{}\n{}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+    assert!(full_reads > 0, "no read filled the buffer: nothing shown");
+}
+
 /// write(2) on a non-blocking socket takes what fits in the send buffer and says how much:
 /// a short write; the rest must be kept and written when epoll reports the socket writable
 /// (write(2), RETURN VALUE; socket(7), SO_SNDBUF/SO_RCVBUF).
@@ -526,6 +612,17 @@ fn so_reuseport_both_loops_get_connections_and_accept_them() {
         .filter(|l| kernel::accepted_key(l) == Some(0))
         .count();
     assert_eq!(first_keys, 2, "accepted as #0 once in each loop");
+    // And each accept line names its loop.
+    for id in [0, 1] {
+        let by = format!(" by loop {id}");
+        assert!(
+            server
+                .log
+                .iter()
+                .any(|l| l.contains(kernel::ACCEPTED) && l.contains(&by)),
+            "no connection accepted{by}"
+        );
+    }
     drop(clients);
 }
 

@@ -93,6 +93,10 @@ fn start_with_fd_limit(args: &[&str], limit: u64) -> Server {
     })
 }
 
+/// Lesson: out of descriptors, accept(2) fails with EMFILE before it looks at the queue, so
+/// a queued connection can be neither accepted nor refused; the reserve descriptor is how a
+/// server sheds it instead of leaving the client hanging (accept(2), ERRORS, EMFILE;
+/// getrlimit(2), RLIMIT_NOFILE).
 #[test]
 fn out_of_descriptors_the_server_sheds_new_clients_without_spinning_and_recovers() {
     const LIMIT: u64 = 40;

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use mio::Interest;
 use super::{interrupted, token, would_block, EventLoop};
 use crate::connection::Connection;
 use crate::protocol::{Mode, Session};
+use crate::tcp_info::Kernel;
 use crate::timers::Kind;
 
 /// How soon to retry accept(2) after it failed for want of memory or descriptors.
@@ -87,7 +89,7 @@ impl EventLoop {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    trace!("accept → {peer}");
+                    trace!("accept → {peer}; {}", Kernel(stream.as_fd()));
                     self.admit(stream, peer, now);
                 }
                 Err(e) if would_block(&e) => {
@@ -95,7 +97,11 @@ impl EventLoop {
                     return;
                 }
                 Err(e) if interrupted(&e) => continue,
-                // The client reset the connection while it waited in the backlog.
+                // ECONNABORTED: on BSD, a connection reset while it waited in the queue
+                // (Stevens, UNP §5.11). Linux hands such a connection to accept(2) like any
+                // other, and the reset shows on its first read (ECONNRESET); it returns
+                // ECONNABORTED only in corner cases (`do_accept`, net/socket.c). Either way
+                // the next one may be fine.
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
                 Err(e) if out_of_descriptors(&e) => match self.shed_one_with_reserve_fd(now) {
                     Shed::One => continue,
@@ -119,11 +125,15 @@ impl EventLoop {
         }
     }
 
-    /// Out of descriptors (EMFILE/ENFILE), the connection at the head of the backlog can
-    /// be neither accepted nor refused, and epoll will not report it again. The classic
-    /// way out (libev and nginx-like servers do it): keep one descriptor in reserve; close
-    /// it, accept the connection into the freed slot, close that at once (the client sees
-    /// an orderly close instead of a hang), and take the reserve again.
+    /// Out of descriptors (EMFILE/ENFILE), accept(2) fails before it looks at the queue
+    /// (`__sys_accept4_file` takes a descriptor first), so the connection at its head can be
+    /// neither accepted nor refused. epoll does report the listener again for each new
+    /// arrival, but every retry fails the same way, and if nobody else connects nothing
+    /// wakes us at all: the queued clients hang. The classic way out (libev and nginx-like
+    /// servers do it): keep one descriptor in reserve; close it, accept the connection into
+    /// the freed slot, close that at once, and take the reserve again. The client sees end
+    /// of file if it had sent nothing; if its bytes were already queued, close(2) finds them
+    /// unread and sends RST (`__tcp_close`). Either is better than a hang.
     fn shed_one_with_reserve_fd(&mut self, now: Instant) -> Shed {
         let Some(reserve) = self.accepting.reserve_fd.take() else {
             return Shed::NoReserve;
@@ -191,7 +201,7 @@ impl EventLoop {
         };
         self.timers.schedule(&mut self.connections, key, kind, now);
         self.scratch.stats.connections += 1;
-        debug!("{peer}: accepted as #{key}");
+        debug!("{peer}: accepted as #{key} by loop {}", self.id);
     }
 
     /// Close a connection we cannot serve, after the few bytes its protocol gives a
@@ -199,9 +209,11 @@ impl EventLoop {
     /// in one write, so the write either goes or not.
     ///
     /// There is no lingering here, unlike an ordinary close: a client that already sent its
-    /// request leaves unread input, so close(2) sends RST, and a reset can in principle
-    /// overtake the 503. We accept that for connections we cannot afford to keep (on
-    /// loopback the client read the 503 in every trial); the count says how many there were.
+    /// request leaves unread input, so close(2) sends RST after our FIN (`__tcp_close`,
+    /// RFC 2525 §2.17). Linux's receiver keeps the bytes it has already taken in (the 503
+    /// stays readable, then read says 0); what an RST can destroy is an answer still in
+    /// flight, or one a stack that discards more throws away (RFC 9112 §9.6). We accept that
+    /// for connections we cannot afford to keep; the count says how many there were.
     fn reject(&mut self, mut stream: TcpStream, why: &str, now: Instant) {
         let rejection = self.config.mode.rejection(&self.scratch.responses);
         if !rejection.is_empty() {

@@ -22,6 +22,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow::{self, Break, Continue};
+use std::os::fd::AsFd;
 
 use log::{trace, warn};
 use mio::net::TcpStream;
@@ -30,6 +31,7 @@ use super::{interrupted, would_block, Exit};
 use crate::connection::{Connection, Phase};
 use crate::scratch::{Scratch, READ_BUFFER_SIZE};
 use crate::splice::PipeError;
+use crate::tcp_info::Kernel;
 
 /// Reads one connection may make before the others get a turn: 16 × 128 KiB = 2 MiB. A
 /// peer that sends as fast as we answer would otherwise keep us here for ever, and every
@@ -132,7 +134,13 @@ impl Turn<'_> {
             trace!("{}: shutdown(SHUT_WR) → {e}", self.conn.peer());
             return Break(Step::Close(Exit::Failed(e)));
         }
-        trace!("{}: shutdown(SHUT_WR) → FIN sent", self.conn.peer());
+        // Our FIN is queued: FIN_WAIT1 until the peer acknowledges it, FIN_WAIT2 after; or
+        // LAST_ACK, if the peer's FIN came first (it was in CLOSE_WAIT).
+        trace!(
+            "{}: shutdown(SHUT_WR) → FIN sent; {}",
+            self.conn.peer(),
+            Kernel(self.conn.stream().as_fd())
+        );
         if self.conn.fin_sent(&mut self.scratch.pool) {
             return Break(Step::Close(Exit::Done));
         }
@@ -158,15 +166,19 @@ impl Turn<'_> {
             Ok(0) => {
                 // FIN: the peer will send nothing more. In every mode that ends the
                 // conversation: finish writing what we owe (an echo server's half-close
-                // contract), then close.
-                let lingering = self.conn.phase() == Phase::Lingering;
-                let state = match lingering {
-                    // We sent FIN first: its answer takes us FIN_WAIT2 → TIME_WAIT.
-                    true => "the peer answered our FIN: FIN_WAIT2 → TIME_WAIT",
-                    // The peer closed first: CLOSE_WAIT until we close too.
-                    false => "the peer closed first: CLOSE_WAIT",
-                };
-                trace!("{peer}: {call} → 0 (FIN; {state})");
+                // contract), then close. Which state it leaves us in depends on who spoke
+                // first (`tcp_fin`, net/ipv4/tcp_input.c): if the peer did, CLOSE_WAIT
+                // until we close too; if we did (Lingering), the kernel moves the 4-tuple
+                // into a TIME_WAIT socket of its own, the one `ss` shows, and leaves ours in
+                // CLOSE (`tcp_time_wait`, then `tcp_done`): that is what TCP_INFO reports.
+                let kernel = Kernel(self.conn.stream().as_fd());
+                match self.conn.phase() {
+                    Phase::Lingering => trace!(
+                        "{peer}: {call} → 0 (FIN, after ours: the 4-tuple is in TIME_WAIT, \
+                         see ss; this socket's {kernel})"
+                    ),
+                    _ => trace!("{peer}: {call} → 0 (FIN, the peer closed first; {kernel})"),
+                }
                 if self.conn.peer_sent_fin() {
                     return Break(Step::Close(Exit::Done));
                 }
@@ -230,9 +242,12 @@ impl Turn<'_> {
 
     /// Whether a read of `n` bytes emptied the socket's receive queue. A short read does:
     /// `tcp_recvmsg` copies all it has, up to our length, so another read now would only
-    /// return EAGAIN. The exceptions, a queued FIN and TCP urgent data (a read stops at the
-    /// urgent mark), come flagged by epoll, and `Connection::drained` reads on then. A
-    /// splice can also stop short for want of room in the pipe: `Pipe::drained`.
+    /// return EAGAIN. And whatever arrives after it wakes the socket again, and on Linux
+    /// every wakeup is a new event, edge-triggered or not (`ep_poll_callback`, even on a
+    /// socket that is already readable; epoll(7) says so under EPOLLONESHOT): that is what
+    /// makes stopping here safe. The exceptions, a queued FIN and TCP urgent data (a read
+    /// stops at the urgent mark), come flagged by epoll, and `Connection::drained` reads on
+    /// then. A splice can also stop short for want of room in the pipe: `Pipe::drained`.
     fn short_read(&self, n: usize, spliced: bool) -> bool {
         match &self.scratch.pipe {
             Some(pipe) if spliced => pipe.drained(n, READ_BUFFER_SIZE),

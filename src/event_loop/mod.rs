@@ -4,7 +4,7 @@
 //! accept until the kernel says WouldBlock, or move that one connection forward as far as
 //! the kernel lets us. After the events, one named step, `before_sleep` (Redis's
 //! `beforeSleep`), does what no event announces: connections that used up their turn,
-//! timers, broadcasts, a paused accept, the end of a shutdown. The loop knows sockets and
+//! timers, broadcasts, a paused accept, a periodic report, the end of a shutdown. The loop knows sockets and
 //! readiness, never a protocol: the sessions (`crate::protocol`) only see bytes.
 //!
 //! The rooms of this folder:
@@ -12,13 +12,16 @@
 //! - `io`: one connection moved forward: every read and write of a served connection;
 //! - `signals`: SIGINT and SIGTERM through a self-pipe, and the shutdown they start;
 //! - `room`: the ws chat room's broadcasts, across loops;
+//! - `report`: the live view, on SIGUSR1 or every `--stats` seconds;
 //! - `token`: how an event finds its connection.
 //!
 //! # Edge-triggered readiness
-//! mio registers every socket with `EPOLLET` (`epoll(7)`). Linux then reports a socket when
-//! something arrives for it (each incoming segment, buffer space freed, FIN, RST), not
-//! while it stays ready: bytes we leave in the receive queue are not reported again until
-//! more arrive. Two rules follow, and most bugs in servers like this one break one of them:
+//! mio registers every socket with `EPOLLET` (`epoll(7)`). Level-triggered epoll reports a
+//! socket at every `epoll_wait` while it is ready; edge-triggered reports it once per wakeup:
+//! when data arrives (each segment, even if older data is still unread), when buffer space
+//! is freed, on FIN or RST (`ep_poll_callback`, fs/eventpoll.c). Bytes we leave unread
+//! cause no new report. Two rules follow, and most bugs in servers like this one break one
+//! of them:
 //! 1. After an event, keep going until the kernel says EAGAIN (WouldBlock). Data left in a
 //!    socket after we stop fires no further event; the connection could hang for ever.
 //! 2. If we choose to stop early (backpressure, fairness), we must remember to come back on
@@ -30,11 +33,13 @@
 
 mod accept;
 mod io;
+mod report;
 mod room;
 mod signals;
 mod token;
 
 use std::io::ErrorKind;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,12 +58,14 @@ use crate::protocol::{Mode, Responses};
 use crate::scratch::Scratch;
 use crate::splice::Pipe;
 use crate::stats::Stats;
+use crate::tcp_info::Kernel;
 use crate::timers::{Kind, Timers};
 use accept::Accepting;
 use io::{Step, Turn};
+use report::Reporting;
 use room::Inbox;
 use signals::Signals;
-use token::{Generations, INBOX, LISTENER, SIGNAL};
+use token::{Generations, INBOX, LISTENER, REPORT, SIGNAL};
 
 /// How long a closing connection may go without progress: its last bytes must keep being
 /// read, and then the peer's FIN must come (nginx's lingering_timeout is 5 s).
@@ -90,6 +97,8 @@ pub struct Finished {
 }
 
 pub struct EventLoop {
+    /// Which loop this is (0 for the first), for the log.
+    id: usize,
     poll: Poll,
     accepting: Accepting,
     connections: Slab<Connection>,
@@ -100,6 +109,7 @@ pub struct EventLoop {
     config: Arc<Config>,
     shared: Arc<Shared>,
     signals: Signals,
+    reporting: Reporting,
     /// Set when shutdown began: the time by which every connection must be gone.
     shutdown: Option<Instant>,
     /// Set by a second signal: close everything now and end.
@@ -114,6 +124,7 @@ pub struct EventLoop {
 
 impl EventLoop {
     pub fn new(
+        id: usize,
         mut listener: TcpListener,
         config: Arc<Config>,
         shared: Arc<Shared>,
@@ -137,6 +148,7 @@ impl EventLoop {
         };
         let responses = Responses::new(&config.body, &config.content_type);
         Ok(EventLoop {
+            id,
             poll,
             accepting: Accepting::new(listener),
             connections: Slab::new(),
@@ -144,6 +156,7 @@ impl EventLoop {
             scratch: Scratch::new(responses, pipe),
             timers: Timers::new(config.idle_timeout, config.header_timeout, LINGER_TIMEOUT),
             signals,
+            reporting: Reporting::new(config.stats_every, Instant::now()),
             shutdown: None,
             cut_short_by: None,
             ready: Vec::new(),
@@ -174,6 +187,7 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept(now),
                     SIGNAL => self.on_signal(now),
+                    REPORT => self.on_report_signal(now),
                     INBOX => self.on_inbox(now),
                     token => self.on_connection_event(token, event, now),
                 }
@@ -201,6 +215,7 @@ impl EventLoop {
             self.timers.next_timeout(&mut self.connections, now),
             self.shutdown.map(until),
             self.accepting.retry_at().map(until),
+            self.reporting.due_at().map(until),
         ]
         .into_iter()
         .flatten()
@@ -217,6 +232,9 @@ impl EventLoop {
         }
         if self.accepting.retry_at().is_some_and(|at| at <= now) {
             self.accept(now);
+        }
+        if self.reporting.due_at().is_some_and(|at| at <= now) {
+            self.report(now);
         }
         let Some(deadline) = self.shutdown else {
             return false;
@@ -333,6 +351,13 @@ impl EventLoop {
         }
         self.timers.cancel(&mut self.connections, key);
         let mut conn = self.connections.remove(key);
+        // What close(2) will do depends on what the kernel still holds: bytes unread (inq)
+        // turn it into RST; otherwise a FIN if we have not sent ours.
+        trace!(
+            "{}: close(2); {}",
+            conn.peer(),
+            Kernel(conn.stream().as_fd())
+        );
         conn.release_buffers(&mut self.scratch.pool);
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         let stats = &mut self.scratch.stats;

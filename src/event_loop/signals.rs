@@ -6,6 +6,9 @@
 //! wakes with the `SIGNAL` token and the shutdown runs here, between events, where it may
 //! allocate, log and close sockets like any other code.
 //!
+//! SIGUSR1 asks for a report (`report`): it has a pipe of its own, so that it never counts
+//! as a second SIGTERM.
+//!
 //! The first signal starts a graceful shutdown: the listener closes, every connection is
 //! asked to finish, and the loop ends when the last one is gone or `--shutdown-timeout`
 //! runs out. A second signal cuts that short: every connection is closed now and the loop
@@ -19,51 +22,73 @@ use std::time::Instant;
 
 use log::{info, warn};
 use mio::net::UnixStream;
-use mio::{Interest, Registry};
+use mio::{Interest, Registry, Token};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
-use super::token::SIGNAL;
+use super::token::{REPORT, SIGNAL};
 use super::EventLoop;
 
-/// This loop's end of the self-pipe.
+/// This loop's ends of its self-pipes.
 pub struct Signals {
-    pipe: UnixStream,
-    /// The number of the last signal that arrived, stored by signal-hook's handler.
+    /// SIGINT and SIGTERM: stop.
+    stop: UnixStream,
+    /// The number of the last of those to arrive, stored by signal-hook's handler.
     last: Arc<AtomicUsize>,
+    /// SIGUSR1: report what this loop and the kernel hold (see `report`).
+    report: UnixStream,
 }
 
 impl Signals {
     pub fn register(registry: &Registry) -> io::Result<Signals> {
-        let (reader, writer) = StdUnixStream::pair()?;
-        reader.set_nonblocking(true)?;
-        // Non-blocking so that a handler never blocks on a full pipe: a dropped byte is
-        // harmless, the loop wakes for the ones already there.
-        writer.set_nonblocking(true)?;
-        let mut pipe = UnixStream::from_std(reader);
-        registry.register(&mut pipe, SIGNAL, Interest::READABLE)?;
         let last = Arc::new(AtomicUsize::new(0));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        for signal in [SIGINT, SIGTERM] {
             signal_hook::flag::register_usize(signal, Arc::clone(&last), signal as usize)?;
-            signal_hook::low_level::pipe::register(signal, writer.try_clone()?)?;
         }
-        Ok(Signals { pipe, last })
+        Ok(Signals {
+            stop: self_pipe(registry, SIGNAL, &[SIGINT, SIGTERM])?,
+            last,
+            report: self_pipe(registry, REPORT, &[SIGUSR1])?,
+        })
     }
 
-    /// Empty the pipe: each signal wrote one byte, and two may have come before we woke.
-    /// Returns how many came, and the number of the last.
-    fn drain(&mut self) -> (usize, i32) {
-        let mut bytes = [0u8; 64];
-        let mut count = 0;
-        while let Ok(n @ 1..) = self.pipe.read(&mut bytes) {
-            count += n;
-        }
+    /// Empty the stop pipe. Returns how many signals came (two may have come before we
+    /// woke), and the number of the last.
+    fn drain_stop(&mut self) -> (usize, i32) {
+        let count = drain(&mut self.stop);
         (count, self.last.load(Ordering::Relaxed) as i32)
     }
+}
+
+/// A socket pair whose write end signal-hook's handler writes one byte to for each of
+/// `signals`; the read end is registered under `token`.
+fn self_pipe(registry: &Registry, token: Token, signals: &[i32]) -> io::Result<UnixStream> {
+    let (reader, writer) = StdUnixStream::pair()?;
+    reader.set_nonblocking(true)?;
+    // Non-blocking so that a handler never blocks on a full pipe: a dropped byte is
+    // harmless, the loop wakes for the ones already there.
+    writer.set_nonblocking(true)?;
+    let mut pipe = UnixStream::from_std(reader);
+    registry.register(&mut pipe, token, Interest::READABLE)?;
+    for &signal in signals {
+        signal_hook::low_level::pipe::register(signal, writer.try_clone()?)?;
+    }
+    Ok(pipe)
+}
+
+/// Read a self-pipe empty; returns how many bytes (signals) it held.
+fn drain(pipe: &mut UnixStream) -> usize {
+    let mut bytes = [0u8; 64];
+    let mut count = 0;
+    while let Ok(n @ 1..) = pipe.read(&mut bytes) {
+        count += n;
+    }
+    count
 }
 
 impl EventLoop {
     /// The self-pipe is readable: a signal came.
     pub(super) fn on_signal(&mut self, now: Instant) {
-        let (count, signal) = self.signals.drain();
+        let (count, signal) = self.signals.drain_stop();
         if self.shutdown.is_some() || count > 1 {
             warn!(
                 "second signal ({signal}): exiting now with {} connection(s) open",
@@ -80,8 +105,11 @@ impl EventLoop {
             self.config.shutdown_timeout
         );
         self.shutdown = Some(now + self.config.shutdown_timeout);
-        // Closing the listening socket makes the kernel refuse new connections (RST to
-        // their SYN). Those already waiting in its backlog are reset too.
+        // Closing the listening socket makes the kernel refuse new connections (RST to their
+        // SYN) once no listener is left on the port; with --threads, SO_REUSEPORT siblings
+        // take them until each loop has closed its own. Connections already waiting in this
+        // listener's queue are reset (`inet_csk_listen_stop`), unless
+        // net.ipv4.tcp_migrate_req=1 moves them to a sibling.
         self.accepting.stop();
         for key in self.connection_keys() {
             let Some(conn) = self.connections.get_mut(key) else {
@@ -91,5 +119,13 @@ impl EventLoop {
                 self.drive(key, now);
             }
         }
+    }
+}
+
+impl EventLoop {
+    /// The report pipe is readable: SIGUSR1 came.
+    pub(super) fn on_report_signal(&mut self, now: Instant) {
+        drain(&mut self.signals.report);
+        self.report(now);
     }
 }

@@ -23,6 +23,8 @@ pub const LISTENER: Token = Token(usize::MAX);
 pub const SIGNAL: Token = Token(usize::MAX - 1);
 /// Another loop left broadcasts in this loop's inbox (see `room`).
 pub const INBOX: Token = Token(usize::MAX - 2);
+/// The read end of the self-pipe for SIGUSR1, which asks for a report (see `report`).
+pub const REPORT: Token = Token(usize::MAX - 3);
 
 const KEY_BITS: u32 = 32;
 const KEY_MASK: usize = (1 << KEY_BITS) - 1;
@@ -68,9 +70,9 @@ mod tests {
     fn no_connection_token_reaches_the_loops_own() {
         let mut generations = Generations(GENERATION_MASK - 1);
         let last = pack(KEY_MASK, generations.next());
-        // INBOX is the lowest of the loop's own tokens.
-        const { assert!(INBOX.0 < SIGNAL.0 && SIGNAL.0 < LISTENER.0) };
-        assert!(last.0 < INBOX.0);
+        // REPORT is the lowest of the loop's own tokens.
+        const { assert!(REPORT.0 < INBOX.0 && INBOX.0 < SIGNAL.0 && SIGNAL.0 < LISTENER.0) };
+        assert!(last.0 < REPORT.0);
         // The counter wraps rather than overflowing into the top bit.
         assert_eq!(generations.next(), 0);
     }

@@ -283,7 +283,7 @@ fn write_head(
 /// and 204). For example, the handshake's answer:
 ///
 /// ```
-/// # use sockloop::protocol::http::{write_response, Responses, ConnectionHeader, DEFAULT_BODY};
+/// # use sockloop::protocol::responses::{write_response, ConnectionHeader, Responses, DEFAULT_BODY};
 /// # let page = Responses::new(DEFAULT_BODY, "text/html");
 /// # let mut out = Vec::new();
 /// let accept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";

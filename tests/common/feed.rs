@@ -52,3 +52,47 @@ pub fn serve(mode: Mode, reads: &[&[u8]]) -> Transcript {
         messages: stats.messages,
     }
 }
+
+/// Like [`serve`], with the loop's output budget and its write step: after each call the
+/// loop writes `out` (here: moves it to the transcript) and, if the session stopped early
+/// because `out` was full, offers the rest again before the next read. So a small budget
+/// makes the session answer a pipeline a few requests per call (backpressure).
+pub fn serve_with_budget(mode: Mode, reads: &[&[u8]], out_budget: usize) -> Transcript {
+    let mut page = Responses::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
+    page.set_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let mut stats = Stats::default();
+    let mut session = Session::new(mode);
+    let (mut unconsumed, mut written, mut broadcast) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next = Next::Continue;
+    'reads: for read in reads {
+        unconsumed.extend_from_slice(read);
+        loop {
+            let mut out = Vec::new();
+            let mut ctx = Context {
+                responses: &page,
+                out_budget,
+                peer: SocketAddr::from(([127, 0, 0, 1], 9)),
+                stats: &mut stats,
+                broadcast: &mut broadcast,
+            };
+            let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
+            assert!(outcome.consumed <= unconsumed.len());
+            unconsumed.drain(..outcome.consumed);
+            written.append(&mut out);
+            next = outcome.next;
+            if next == Next::CloseAfterFlush {
+                break 'reads;
+            }
+            if outcome.consumed == 0 {
+                break;
+            }
+        }
+    }
+    Transcript {
+        out: written,
+        broadcast,
+        next,
+        requests: stats.requests,
+        messages: stats.messages,
+    }
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this
 
 pub mod feed;
+pub mod framer;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};

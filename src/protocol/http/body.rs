@@ -2,7 +2,8 @@
 //! Content-Length body is a countdown; a chunked one is walked chunk line by chunk line
 //! (RFC 9112 §7.1).
 
-use super::head::{find_empty_line, MAX_HEAD_BYTES};
+use super::chunked::{self, ChunkLine, Status, TrailerLine};
+use super::head::MAX_HEAD_BYTES;
 use super::Step;
 use crate::protocol::responses::ErrorStatus;
 
@@ -45,17 +46,22 @@ pub(super) fn discard_body(body: &mut BodyProgress, rest: &[u8]) -> Step {
             }
             Step::Consumed(used as usize)
         }
-        BodyProgress::ChunkSize => match httparse::parse_chunk_size(rest) {
-            Ok(httparse::Status::Complete((used, 0))) => {
+        // The chunk-size line, held to RFC 9112 §7.1's grammar by `chunked`: a bare LF, a
+        // bare CR or a control byte in it is a 400, never a line end and never content
+        // (httparse's parse_chunk_size took them, and that was a smuggling desync; chunked.rs
+        // tells the story). Each call reads the line from its start again: it is at most
+        // MAX_CHUNK_SIZE_LINE bytes, so even one dripped a byte per read costs little.
+        BodyProgress::ChunkSize => match chunked::parse_chunk_line(rest, MAX_CHUNK_SIZE_LINE) {
+            Ok(Status::Complete(ChunkLine { size: 0, len })) => {
                 *body = BodyProgress::Trailers { scanned: 0 };
-                Step::Consumed(used)
+                Step::Consumed(len)
             }
-            Ok(httparse::Status::Complete((used, size))) => {
+            Ok(Status::Complete(ChunkLine { size, len })) => {
                 *body = BodyProgress::ChunkData(size);
-                Step::Consumed(used)
+                Step::Consumed(len)
             }
-            Ok(httparse::Status::Partial) if rest.len() <= MAX_CHUNK_SIZE_LINE => Step::NeedMore,
-            Ok(httparse::Status::Partial) | Err(_) => Step::Fail(ErrorStatus::BadRequest),
+            Ok(Status::Incomplete) => Step::NeedMore,
+            Err(_) => Step::Fail(ErrorStatus::BadRequest),
         },
         // Chunk data ends in CRLF exactly. We are strict here, unlike in heads: a lenient
         // chunk parser behind a strict proxy is a classic smuggling pair.
@@ -69,17 +75,31 @@ pub(super) fn discard_body(body: &mut BodyProgress, rest: &[u8]) -> Step {
         },
         // on_input answers as soon as it sees this; nothing is left to read.
         BodyProgress::Finished => Step::Consumed(0),
+        // Trailer lines until the empty one (RFC 9112 §7.1.2). Unlike a head's lines, each
+        // must end in CRLF, and each must be a field line: chunked.rs says why. `scanned`
+        // counts the bytes of the lines already checked, so a dripped section is read once;
+        // the section as a whole is bounded like a head, and answered 431 past that.
         BodyProgress::Trailers { scanned } => {
             let window = &rest[..rest.len().min(MAX_HEAD_BYTES)];
-            match find_empty_line(window, scanned) {
-                Some(end) => {
-                    *body = BodyProgress::Finished;
-                    Step::Consumed(end)
+            loop {
+                // The loop offers the same unconsumed bytes again, with more after them, so
+                // the lines checked last time are still here; if not, we have lost our place.
+                let Some(unchecked) = window.get(*scanned..) else {
+                    return Step::Fail(ErrorStatus::BadRequest);
+                };
+                match chunked::parse_trailer_line(unchecked) {
+                    Ok(Status::Complete(TrailerLine::Field(len))) => *scanned += len,
+                    Ok(Status::Complete(TrailerLine::End)) => {
+                        let section = *scanned + TrailerLine::END_LEN;
+                        *body = BodyProgress::Finished;
+                        return Step::Consumed(section);
+                    }
+                    Ok(Status::Incomplete) if window.len() == MAX_HEAD_BYTES => {
+                        return Step::Fail(ErrorStatus::HeaderFieldsTooLarge)
+                    }
+                    Ok(Status::Incomplete) => return Step::NeedMore,
+                    Err(_) => return Step::Fail(ErrorStatus::BadRequest),
                 }
-                None if window.len() == MAX_HEAD_BYTES => {
-                    Step::Fail(ErrorStatus::HeaderFieldsTooLarge)
-                }
-                None => Step::NeedMore,
             }
         }
     }

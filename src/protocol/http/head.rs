@@ -370,10 +370,11 @@ fn leading_empty_lines(input: &[u8]) -> usize {
 }
 
 /// The end of the first empty line in `buf`, which starts at the beginning of a line: the
-/// length of a head or a trailer section. Line ends are CRLF, and a bare LF is accepted too
-/// (RFC 9112 §2.2 allows it; netcat users send it). `scanned` carries the search over to
+/// length of a request head. Line ends are CRLF, and a bare LF is accepted too (RFC 9112
+/// §2.2 allows it in the start line and fields; netcat users send it). Trailers, which sit
+/// inside a body, are held to CRLF (`chunked`). `scanned` carries the search over to
 /// the next call with more bytes, so each byte is looked at about once.
-pub(super) fn find_empty_line(buf: &[u8], scanned: &mut usize) -> Option<usize> {
+fn find_empty_line(buf: &[u8], scanned: &mut usize) -> Option<usize> {
     let mut at = (*scanned).min(buf.len());
     loop {
         let line_start = at == 0 || buf.get(at - 1) == Some(&b'\n');

@@ -15,6 +15,7 @@
 //! that guesses at broken framing is how request smuggling happens (RFC 9112 §6.3, §11.2).
 
 mod body;
+mod chunked;
 mod head;
 #[cfg(test)]
 mod tests;

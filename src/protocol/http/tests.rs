@@ -584,6 +584,176 @@ fn a_malformed_chunked_body_is_400() {
     assert_eq!(answer(&endless_extension), error(ErrorStatus::BadRequest));
 }
 
+const CHUNKED_HEAD: &[u8] = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// The chunk-line and trailer shapes that a lenient chunked parser lets through and a
+/// proxy in front may frame differently (issue 12). Each is a whole chunked body, with a
+/// request after it that must never be answered.
+const SMUGGLING_BODIES: &[(&[u8], &str)] = &[
+    // The issue's desync: nginx ends the line at the LF and reads a 0x28-byte chunk.
+    (
+        b"2;\nxx\r\n28\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
+        "bare LF after ';'",
+    ),
+    (
+        b"5;a=\"x\ny\"\r\nhello\r\n0\r\n\r\n",
+        "bare LF inside a quoted value",
+    ),
+    (
+        b"5;\nhello\r\n0\r\n\r\n",
+        "`5;` ended by a bare LF (it used to wait for the timeout)",
+    ),
+    (b"5\nhello\r\n0\r\n\r\n", "the size ended by a bare LF"),
+    (b"5;a=b\nhello\r\n0\r\n\r\n", "a value ended by a bare LF"),
+    (
+        b"5;a=\"\\\n\"\r\nhello\r\n0\r\n\r\n",
+        "an LF escaped with a backslash",
+    ),
+    (b"5;a\rb\r\nhello\r\n0\r\n\r\n", "a bare CR in an extension"),
+    (b"5\r\r\nhello\r\n0\r\n\r\n", "CR CR LF"),
+    (b"5;\r\nhello\r\n0\r\n\r\n", "`5;`: a ';' with no name"),
+    (
+        b"5;bad[=x\r\nhello\r\n0\r\n\r\n",
+        "a name that is not a token",
+    ),
+    (
+        b"5 \r\nhello\r\n0\r\n\r\n",
+        "`5 `: BWS only comes before ';'",
+    ),
+    (b"5;a=b \r\nhello\r\n0\r\n\r\n", "whitespace after a value"),
+    (b"5;a=\0\r\nhello\r\n0\r\n\r\n", "NUL in an extension"),
+    (
+        b"5;a\x01\r\nhello\r\n0\r\n\r\n",
+        "a C0 control in an extension",
+    ),
+    (
+        b"5;a=\"\x7f\"\r\nhello\r\n0\r\n\r\n",
+        "DEL in a quoted value",
+    ),
+    (b"5;a=\r\nhello\r\n0\r\n\r\n", "'=' without a value"),
+    (b"5;a=\"open\r\nhello\r\n0\r\n\r\n", "a quote never closed"),
+    (b"0x5\r\nhello\r\n0\r\n\r\n", "a C hex prefix"),
+    (b"10000000000000000\r\n", "a size over 64 bits"),
+    (
+        b"5\r\nhello\r\n0\r\n\n",
+        "the trailer section ended by a bare LF",
+    ),
+    (
+        b"5\r\nhello\r\n0\r\nX: a\n\r\n",
+        "a trailer field ended by a bare LF",
+    ),
+    (
+        b"0\r\nX: a\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a request behind a trailer's bare LF",
+    ),
+    (b"0\r\nX: a\rb\r\n\r\n", "a bare CR in a trailer"),
+    (b"0\r\nX: a\0\r\n\r\n", "NUL in a trailer"),
+    (b"0\r\nX\r\n\r\n", "a trailer line with no colon"),
+    (b"0\r\nX : a\r\n\r\n", "whitespace before a trailer's colon"),
+    (b"0\r\nX: a\r\n folded\r\n\r\n", "obs-fold in the trailers"),
+    (b"0\r\n\r\r\n", "CR CR LF for the trailers' end"),
+];
+
+#[test]
+fn the_issue_12_smuggling_request_gets_one_400_and_nothing_else() {
+    let input = concat(&[CHUNKED_HEAD, SMUGGLING_BODIES[0].0]);
+    let mut peer = Peer::new();
+    assert_eq!(peer.send(&input), input.len());
+    assert_eq!((peer.out, peer.next), error(ErrorStatus::BadRequest));
+    assert_eq!((peer.stats.requests, peer.stats.errors), (0, 1));
+}
+
+#[test]
+fn every_chunked_smuggling_shape_is_400_and_close_at_every_split() {
+    for &(body, why) in SMUGGLING_BODIES {
+        let input = concat(&[CHUNKED_HEAD, body, GET]);
+        for at in 0..=input.len() {
+            let answer = answer_split(&input, at);
+            assert_eq!(
+                answer,
+                error(ErrorStatus::BadRequest),
+                "{why}, split at {at}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_chunk_line_is_answered_as_soon_as_its_bad_byte_arrives() {
+    // `5;` + LF used to wait for the header timeout: the line could never end.
+    for partial in [&b"5;\n"[..], b"5 \r", b"5;a\0", b"2;\nxx", b"5;bad["] {
+        let input = concat(&[CHUNKED_HEAD, partial]);
+        assert_eq!(
+            answer(&input),
+            error(ErrorStatus::BadRequest),
+            "{partial:?}"
+        );
+    }
+}
+
+#[test]
+fn valid_chunk_lines_and_trailers_are_still_read() {
+    for body in [
+        &b"5\r\nhello\r\n0\r\n\r\n"[..],
+        b"5;a=b\r\nhello\r\n0\r\n\r\n",
+        b"5 ; a = \"q\\\"x\"\r\nhello\r\n0\r\n\r\n",
+        b"5\t;\ta\t=\tb;c\r\nhello\r\n0;last\r\n\r\n",
+        b"5;a=\"tab\there, obs-text \x80\xff\"\r\nhello\r\n0\r\n\r\n",
+        b"a\r\n0123456789\r\nA\r\n0123456789\r\n0\r\n\r\n",
+        b"0005\r\nhello\r\n0000\r\n\r\n",
+        b"0\r\nX:\r\nY: \t v \x80 \t\r\nZ:w\r\n\r\n",
+    ] {
+        let input = concat(&[CHUNKED_HEAD, body, GET]);
+        let expected = [
+            ok(ConnectionHeader::Persistent),
+            ok(ConnectionHeader::Persistent),
+        ]
+        .concat();
+        for at in 0..=input.len() {
+            let answer = answer_split(&input, at);
+            assert_eq!(
+                answer,
+                (expected.clone(), Next::Continue),
+                "{body:?} at {at}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_chunk_line_may_be_as_long_as_the_cap_and_no_longer() {
+    let line_of = |len: usize| {
+        let mut line = b"1;".to_vec();
+        line.resize(len - 2, b'x');
+        line.extend_from_slice(b"\r\n");
+        concat(&[CHUNKED_HEAD, &line, b"x\r\n0\r\n\r\n"])
+    };
+    let fits = answer(&line_of(MAX_CHUNK_SIZE_LINE));
+    assert_eq!(fits, (ok(ConnectionHeader::Persistent), Next::Continue));
+    let too_long = answer(&line_of(MAX_CHUNK_SIZE_LINE + 1));
+    assert_eq!(too_long, error(ErrorStatus::BadRequest));
+}
+
+#[test]
+fn a_trailer_section_dripped_a_byte_at_a_time_is_read_to_its_end() {
+    let mut peer = Peer::new();
+    peer.send(CHUNKED_HEAD);
+    peer.send(b"0\r\n");
+    for _ in 0..50 {
+        for &byte in b"X-Long: 0123456789\r\n" {
+            peer.send(&[byte]);
+        }
+    }
+    assert!(peer.out.is_empty());
+    peer.send(b"\r\n");
+    // All of it is used up, the empty line too: nothing is left for the next head.
+    assert!(peer.pending.is_empty(), "{:?}", peer.pending);
+    assert_eq!(
+        (peer.out, peer.next),
+        (ok(ConnectionHeader::Persistent), Next::Continue)
+    );
+}
+
 #[test]
 fn the_largest_chunk_size_does_not_overflow() {
     let mut peer = Peer::new();
