@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::Server;
 
@@ -726,9 +726,9 @@ fn the_http2_preface_gets_505() {
 }
 
 #[test]
-fn an_http_version_other_than_1_0_or_1_1_gets_505() {
+fn an_http_version_other_than_1_x_gets_505() {
     let server = Server::start(&["--mode", "http"]);
-    for version in ["HTTP/3.0", "HTTP/2.0", "HTTP/1.2", "HTTP/0.9"] {
+    for version in ["HTTP/3.0", "HTTP/2.0", "HTTP/0.9"] {
         let request = format!("GET / {version}\r\nHost: x\r\n\r\n");
         assert_refused(
             &server,
@@ -737,6 +737,57 @@ fn an_http_version_other_than_1_0_or_1_1_gets_505() {
             "HTTP Version Not Supported",
         );
     }
+}
+
+/// RFC 9110 §2.5: HTTP/1.2 is answered as 1.1.
+#[test]
+fn a_later_http_1_minor_version_is_answered_as_1_1() {
+    let server = Server::start(&["--mode", "http"]);
+    let mut client = Client::new(&server);
+    client.send(b"GET / HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let bytes = client.read_to_close();
+    assert!(bytes.starts_with(b"HTTP/1.1 200 OK\r\n"), "{bytes:?}");
+}
+
+/// CONNECT asks for a tunnel: any 2xx would say one is open (RFC 9110 §9.3.6).
+#[test]
+fn connect_is_refused_with_400() {
+    let server = Server::start(&["--mode", "http"]);
+    let request = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+    assert_refused(&server, request, 400, "Bad Request");
+}
+
+/// A TLS ClientHello sent to the plain-HTTP port is answered 400 at once: its first byte
+/// cannot start a method, so there is nothing to wait for (the header timeout here is 30 s).
+#[test]
+fn a_tls_client_hello_gets_400_at_once_not_at_the_header_timeout() {
+    let server = Server::start(&["--mode", "http", "--header-timeout", "30"]);
+    let mut client = Client::new(&server);
+    let started = Instant::now();
+    client.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03");
+    let bytes = client.read_to_close();
+    let waited = started.elapsed();
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+        "{bytes:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+}
+
+/// RFC 9112 §3: a request-target longer than we parse is 414.
+#[test]
+fn a_100_kb_target_gets_414() {
+    let server = Server::start(&["--mode", "http"]);
+    let request = [
+        b"GET /".as_slice(),
+        &vec![b'a'; 100 * 1024],
+        b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    .concat();
+    assert_refused(&server, &request, 414, "URI Too Long");
 }
 
 // ----- --body and --content-type -----

@@ -50,11 +50,14 @@ impl ConnectionHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorStatus {
     /// 400: the request line or a header is malformed, its framing is ambiguous, or its
-    /// Host is missing (HTTP/1.1), repeated or not a host.
+    /// Host is missing (HTTP/1.1), repeated or not a host; also CONNECT, which we do not
+    /// tunnel.
     BadRequest,
     /// 408: the head did not arrive within --header-timeout (slowloris).
     RequestTimeout,
-    /// 431: a head over [`MAX_HEAD_BYTES`] or with more than [`MAX_HEADERS`] lines.
+    /// 414: a request line over `MAX_HEAD_BYTES`, its target still going.
+    UriTooLong,
+    /// 431: a head over `MAX_HEAD_BYTES` or with more than `MAX_HEADERS` lines.
     HeaderFieldsTooLarge,
     /// 503: over --max-conns.
     ServiceUnavailable,
@@ -64,9 +67,10 @@ pub enum ErrorStatus {
 }
 
 impl ErrorStatus {
-    const ALL: [ErrorStatus; 5] = [
+    pub(crate) const ALL: [ErrorStatus; 6] = [
         ErrorStatus::BadRequest,
         ErrorStatus::RequestTimeout,
+        ErrorStatus::UriTooLong,
         ErrorStatus::HeaderFieldsTooLarge,
         ErrorStatus::ServiceUnavailable,
         ErrorStatus::VersionNotSupported,
@@ -77,6 +81,7 @@ impl ErrorStatus {
         match self {
             ErrorStatus::BadRequest => "400 Bad Request",
             ErrorStatus::RequestTimeout => "408 Request Timeout",
+            ErrorStatus::UriTooLong => "414 URI Too Long",
             ErrorStatus::HeaderFieldsTooLarge => "431 Request Header Fields Too Large",
             ErrorStatus::ServiceUnavailable => "503 Service Unavailable",
             ErrorStatus::VersionNotSupported => "505 HTTP Version Not Supported",
@@ -127,7 +132,7 @@ pub struct Responses {
     /// go on (persistent, keep-alive, close), the full response and the HEAD one.
     ok: [Prebuilt; 6],
     /// The error responses, indexed by [`ErrorStatus::index`].
-    errors: [Prebuilt; 5],
+    errors: [Prebuilt; 6],
     /// The current Date value, for responses built on demand ([`write_response`]).
     date: [u8; DATE_LEN],
     /// The Unix second `date` shows, so that [`Responses::refresh_date`] re-renders only

@@ -94,10 +94,19 @@ impl HeadScan {
             }
         }
         let blank = leading_empty_lines(window);
+        // A method is a token (RFC 9112 §3, RFC 9110 §9.1): a first byte that cannot start
+        // one will never make a request, so say so now rather than at the header timeout. A
+        // TLS ClientHello (0x16) sent to a plain-HTTP port is the usual case. (A lone CR may
+        // still become an empty line.)
+        match window.get(blank..) {
+            Some([b'\r']) => {}
+            Some([first, ..]) if !is_tchar(*first) => return Err(ErrorStatus::BadRequest),
+            _ => {}
+        }
         let Some(end) = find_empty_line(&window[blank..], &mut self.scanned) else {
             // 8 KiB and still no end: the head is too large, whatever follows.
             if window.len() == MAX_HEAD_BYTES {
-                return Err(ErrorStatus::HeaderFieldsTooLarge);
+                return Err(too_long(&window[blank..]));
             }
             return Ok(None);
         };
@@ -112,6 +121,25 @@ impl HeadScan {
     }
 }
 
+/// Which status a head that ran past `MAX_HEAD_BYTES` gets: it depends on where it still
+/// was. A request line that long is an over-long target, 414 (RFC 9112 §3: "A server that
+/// receives a request-target longer than any URI it wishes to parse MUST respond with a
+/// 414"), unless no method has ended yet, which is just a bad request; past the request
+/// line, the header fields are too large, 431 (RFC 6585 §5).
+fn too_long(head: &[u8]) -> ErrorStatus {
+    // Nothing but empty lines so far, or a line end: past any request line.
+    if head.is_empty() || head.contains(&b'\n') {
+        return ErrorStatus::HeaderFieldsTooLarge;
+    }
+    let mut parts = head.splitn(3, |&b| b == b' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        // Method, then a target still going.
+        (Some(_), Some(_), None) => ErrorStatus::UriTooLong,
+        // Still in the method, or a version that long: no such thing.
+        _ => ErrorStatus::BadRequest,
+    }
+}
+
 /// One httparse pass over the start of `input`: the head if it is all there, `None` if
 /// it is not, or the status to answer.
 fn parse_head(input: &[u8]) -> Result<Option<RequestHead<'_>>, ErrorStatus> {
@@ -121,9 +149,7 @@ fn parse_head(input: &[u8]) -> Result<Option<RequestHead<'_>>, ErrorStatus> {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(ErrorStatus::HeaderFieldsTooLarge),
-        Err(httparse::Error::Version) if looks_like_request_line(input) => {
-            return Err(ErrorStatus::VersionNotSupported)
-        }
+        Err(httparse::Error::Version) => return parse_other_version(input),
         Err(_) => return Err(ErrorStatus::BadRequest),
     };
     let (Some(method), Some(path), Some(minor)) = (request.method, request.path, request.version)
@@ -138,6 +164,81 @@ fn parse_head(input: &[u8]) -> Result<Option<RequestHead<'_>>, ErrorStatus> {
     read_headers(request.headers, method, path, version, len)
 }
 
+/// httparse knows HTTP/1.0 and 1.1 and says `Version` for anything else, garbage included.
+/// A well-formed request line naming HTTP/1.x for a later x is answered as 1.1: RFC 9110
+/// §2.5, "A recipient that receives a message with a major version number that it implements
+/// and a minor version number higher than what it implements SHOULD process the message as
+/// if it were in the highest minor version within that major version". Here the line is
+/// read by hand and the header lines by httparse. Any other version is a 505; anything
+/// that is not a request line at all, a 400. Kept out of line: it is rare, and its header
+/// array would otherwise double `parse_head`'s stack frame on every request.
+#[cold]
+#[inline(never)]
+fn parse_other_version(input: &[u8]) -> Result<Option<RequestHead<'_>>, ErrorStatus> {
+    let blank = leading_empty_lines(input);
+    let Some(line) = RequestLine::split(&input[blank..]) else {
+        return Err(ErrorStatus::BadRequest);
+    };
+    if line.major != b'1' || line.minor <= b'1' {
+        return Err(ErrorStatus::VersionNotSupported);
+    }
+    let start = blank + line.len;
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(&input[start..], &mut slots) {
+        Ok(httparse::Status::Complete((len, headers))) => read_headers(
+            headers,
+            line.method,
+            line.target,
+            Version::Http11,
+            start + len,
+        ),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(ErrorStatus::HeaderFieldsTooLarge),
+        Err(_) => Err(ErrorStatus::BadRequest),
+    }
+}
+
+/// `method SP request-target SP HTTP-version CRLF` (RFC 9112 §3), read by hand, for the
+/// versions httparse does not know.
+struct RequestLine<'a> {
+    method: &'a str,
+    target: &'a str,
+    major: u8,
+    minor: u8,
+    /// Bytes of the line, its line end included.
+    len: usize,
+}
+
+impl<'a> RequestLine<'a> {
+    fn split(head: &'a [u8]) -> Option<RequestLine<'a>> {
+        let end = head.iter().position(|&b| b == b'\n')?;
+        let line = &head[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut parts = line.split(|&byte| byte == b' ');
+        let (Some(method), Some(target), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let is_token = !method.is_empty() && method.iter().all(|&b| is_tchar(b));
+        let is_target = !target.is_empty() && target.iter().all(|&b| b.is_ascii_graphic());
+        let [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] = *version else {
+            return None;
+        };
+        if !(is_token && is_target && major.is_ascii_digit() && minor.is_ascii_digit()) {
+            return None;
+        }
+        Some(RequestLine {
+            // Tokens and graphic ASCII are UTF-8.
+            method: std::str::from_utf8(method).ok()?,
+            target: std::str::from_utf8(target).ok()?,
+            major,
+            minor,
+            len: end + 1,
+        })
+    }
+}
+
 /// Pull out of the header lines what decides framing, persistence and the upgrade.
 fn read_headers<'a>(
     headers: &[httparse::Header<'a>],
@@ -146,6 +247,12 @@ fn read_headers<'a>(
     version: Version,
     len: usize,
 ) -> Result<Option<RequestHead<'a>>, ErrorStatus> {
+    // The request-target's grammar is ASCII (RFC 9112 §3.2, RFC 3986 §2): raw bytes above
+    // 0x7f are not a target, whatever a lenient parser lets through. And the asterisk-form
+    // is for OPTIONS only (RFC 9112 §3.2.4): `GET *` names no resource.
+    if !path.is_ascii() || (path == "*" && method != "OPTIONS") {
+        return Err(ErrorStatus::BadRequest);
+    }
     let mut head = RequestHead {
         method,
         path,
@@ -187,6 +294,11 @@ impl Seen {
         value: &'a [u8],
         head: &mut RequestHead<'a>,
     ) -> Result<(), ErrorStatus> {
+        // Most header lines are none of ours (User-Agent, Accept, Cookie…): the names we
+        // look for have these lengths, so most lines cost one compare, not eight.
+        if !matches!(name.len(), 4 | 6 | 7 | 10 | 14 | 17 | 21) {
+            return Ok(());
+        }
         if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
             if !valid_host(value) {
@@ -283,7 +395,8 @@ impl Seen {
 /// Whether a Host value is `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2), which
 /// §3.2 asks us to check: anything else gets 400. `Host: a, b` (two hosts folded into one
 /// line, which a proxy might route by either) and `Host: evil/path` are what this catches.
-/// An empty value is allowed: it is what a client sends for a target with no authority.
+/// An empty value is refused too: RFC 9112 §3.2 lets a client send one when the target has
+/// no authority, which an origin-form request to a server always has; nginx refuses it.
 fn valid_host(value: &[u8]) -> bool {
     let value = value.trim_ascii();
     let (host_ok, rest) = match value.strip_prefix(b"[") {
@@ -298,13 +411,14 @@ fn valid_host(value: &[u8]) -> bool {
             ),
             None => (false, &[][..]),
         },
-        // A name or an IPv4 address: neither can contain ':', so the first ':' starts the port.
+        // A name or an IPv4 address: neither can contain ':', so the first byte that is not
+        // a reg-name byte ends it, and must be the port's ':' or the end. One pass.
         None => {
-            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-            (
-                value[..end].iter().all(|&b| is_reg_name_byte(b)),
-                &value[end..],
-            )
+            let end = value
+                .iter()
+                .position(|&b| !is_reg_name_byte(b))
+                .unwrap_or(value.len());
+            (end > 0, &value[end..])
         }
     };
     let port_ok = match rest.strip_prefix(b":") {
@@ -398,25 +512,6 @@ fn find_empty_line(buf: &[u8], scanned: &mut usize) -> Option<usize> {
             }
         }
     }
-}
-
-/// httparse says `Version` both for `GET / HTTP/2.0` and for plain garbage. We answer 505
-/// only when the first line really is `method SP target SP HTTP/digit.digit`; else 400.
-fn looks_like_request_line(head: &[u8]) -> bool {
-    let head = &head[leading_empty_lines(head)..];
-    let line = head.split(|&byte| byte == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut parts = line.split(|&byte| byte == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let is_token = !method.is_empty() && method.iter().all(|&b| is_tchar(b));
-    let is_target = !target.is_empty() && target.iter().all(|&b| b.is_ascii_graphic());
-    let is_version = matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-        if major.is_ascii_digit() && minor.is_ascii_digit());
-    is_token && is_target && is_version
 }
 
 /// A `tchar` of RFC 9110 §5.6.2, the bytes a method may have.

@@ -125,6 +125,12 @@ impl HttpSession {
 
     /// A head arrived: decide the answer, and answer now or once the body is gone.
     fn on_head(&mut self, head: &RequestHead, out: &mut Vec<u8>) -> Step {
+        // Any 2xx to CONNECT means "tunnel established" (RFC 9110 §9.3.6): a client or a
+        // proxy would stop parsing HTTP and take our page for the tunnel's first bytes. We
+        // are no proxy: refuse it, as nginx does.
+        if head.method == "CONNECT" {
+            return Step::Fail(ErrorStatus::BadRequest);
+        }
         let reply = Reply {
             connection: head.connection(),
             head_only: head.method == "HEAD",

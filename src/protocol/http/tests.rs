@@ -528,6 +528,8 @@ fn a_host_that_is_not_a_host_is_400() {
         b"[]",
         b"[::1]x",
         b"[::1]:8o",
+        b"",
+        b"   ",
     ] {
         let shown = String::from_utf8_lossy(host);
         assert_eq!(
@@ -538,7 +540,6 @@ fn a_host_that_is_not_a_host_is_400() {
     }
     for host in [
         &b"x"[..],
-        b"",
         b"example.com:8080",
         b"127.0.0.1:80",
         b"[::1]:3000",
@@ -819,12 +820,121 @@ fn trailers_over_8_kib_are_431() {
     assert_eq!(answer(&input), error(ErrorStatus::HeaderFieldsTooLarge));
 }
 
+/// RFC 9110 §2.5: a later minor version of HTTP/1 is processed as the highest we know, 1.1,
+/// with all of 1.1's rules (Host included).
+#[test]
+fn a_later_http_1_minor_version_is_answered_as_1_1() {
+    for version in ["1.2", "1.9"] {
+        let request = format!(
+            "GET /x HTTP/{version}\r\nHost: x\r\n\r\n{}",
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        let (out, next) = answer(request.as_bytes());
+        let two = [
+            ok(ConnectionHeader::Persistent),
+            ok(ConnectionHeader::Persistent),
+        ]
+        .concat();
+        assert_eq!((out, next), (two, Next::Continue), "HTTP/{version}");
+        let split = answer_split(request.as_bytes(), 10);
+        assert_eq!(split.1, Next::Continue, "HTTP/{version}, split");
+        let close = format!("GET / HTTP/{version}\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            answer(close.as_bytes()),
+            (ok(ConnectionHeader::Close), Next::CloseAfterFlush)
+        );
+        let no_host = format!("GET / HTTP/{version}\r\n\r\n");
+        assert_eq!(answer(no_host.as_bytes()), error(ErrorStatus::BadRequest));
+    }
+}
+
+/// Any 2xx to CONNECT means "tunnel established" (RFC 9110 §9.3.6).
+#[test]
+fn connect_is_refused_never_answered_200() {
+    assert_eq!(
+        answer(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+        error(ErrorStatus::BadRequest)
+    );
+}
+
+/// A TLS ClientHello on the plain port: its first byte (0x16) cannot start a method, so the
+/// answer comes at once, not at the header timeout.
+#[test]
+fn a_first_byte_that_cannot_start_a_method_is_400_at_once() {
+    let client_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+    assert_eq!(answer(client_hello), error(ErrorStatus::BadRequest));
+    assert_eq!(answer(b"\r\n\x00"), error(ErrorStatus::BadRequest));
+    assert_eq!(
+        answer(b" GET / HTTP/1.1\r\n"),
+        error(ErrorStatus::BadRequest)
+    );
+    // Empty lines before a request may still be arriving: not judged yet.
+    assert_eq!(answer(b"\r"), (Vec::new(), Next::Continue));
+    assert_eq!(answer(b"\r\n\r"), (Vec::new(), Next::Continue));
+}
+
+/// RFC 9112 §3: an over-long target is 414; an over-long method is no method at all, 400.
+#[test]
+fn an_over_long_target_is_414_and_an_over_long_method_400() {
+    let target = concat(&[
+        b"GET /",
+        &vec![b'a'; 100 * 1024],
+        b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]);
+    assert_eq!(answer(&target), error(ErrorStatus::UriTooLong));
+    let method = concat(&[&vec![b'G'; 100 * 1024], b" / HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(answer(&method), error(ErrorStatus::BadRequest));
+    // The limit is the same 8 KiB: a request line under it and headers over it are 431.
+    let headers = concat(&[b"GET / HTTP/1.1\r\nX: ", &vec![b'a'; 9000], b"\r\n\r\n"]);
+    assert_eq!(answer(&headers), error(ErrorStatus::HeaderFieldsTooLarge));
+}
+
+/// The asterisk-form is for OPTIONS only (RFC 9112 §3.2.4); a target is ASCII (§3.2).
+#[test]
+fn asterisk_form_outside_options_and_non_ascii_targets_are_400() {
+    assert_eq!(
+        answer(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"),
+        error(ErrorStatus::BadRequest)
+    );
+    assert_eq!(
+        answer(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (ok(ConnectionHeader::Persistent), Next::Continue)
+    );
+    for target in [&b"/caf\xc3\xa9"[..], b"/\xff", b"/a\x80b"] {
+        let request = concat(&[b"GET ", target, b" HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        assert_eq!(
+            answer(&request),
+            error(ErrorStatus::BadRequest),
+            "{target:?}"
+        );
+    }
+}
+
+/// Where the RFCs leave a server the choice, sockloop accepts (README, http mode): each of
+/// these is answered with the page, whole or split anywhere.
+#[test]
+fn the_choices_the_rfcs_leave_open_are_accepted_however_the_head_is_split() {
+    for request in [
+        &b"GET / HTTP/1.1\nHost: x\n\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 005\r\n\r\nhello",
+        b"GET / HTTP/1.1\r\nHost:\tx\r\n\r\n",
+        b"GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let accepted = (ok(ConnectionHeader::Persistent), Next::Continue);
+        assert_eq!(answer(request), accepted, "{request:?}");
+        for at in 1..request.len() {
+            assert_eq!(answer_split(request, at), accepted, "{request:?} at {at}");
+        }
+    }
+}
+
 #[test]
 fn other_versions_and_the_http2_preface_are_505() {
     for input in [
         &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
-        b"GET / HTTP/1.2\r\n\r\n",
         b"GET / HTTP/0.9\r\n\r\n",
+        b"GET / HTTP/2.1\r\nHost: x\r\n\r\n",
         b"GET / HTTP/3.0\r\nHost: x\r\n\r\n",
     ] {
         assert_eq!(
