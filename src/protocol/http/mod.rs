@@ -16,6 +16,7 @@
 
 mod body;
 mod chunked;
+mod grammar;
 mod head;
 #[cfg(test)]
 mod tests;
