@@ -54,10 +54,13 @@ impl BufferPool {
 /// A CPU runs such a copy as loads from the source interleaved with stores to the
 /// destination, and it decides whether a load may run ahead of an earlier store by
 /// comparing only the low 12 bits of their addresses (4K aliasing). When the destination
-/// sits a few bytes further into its page than the source, every load seems to depend on a
-/// store just made, waits for it, and the copy runs at half speed or worse. A big `Vec`
-/// comes from `mmap`, and glibc's header puts its first byte 16 bytes into the page: that is
-/// exactly such a few bytes. At page offset 0 the two run in step, and nothing waits.
+/// sits within a few bytes of the source's offset in its page, but not at it, loads seem to
+/// depend on stores just made, wait for them, and the copy runs at half speed or worse. A
+/// big `Vec` comes from `mmap`, and glibc's header puts its first byte 16 bytes into the
+/// page: exactly such a few bytes. At offset 0 the two run in step, and nothing waits.
+/// (Measured with the bare floor, `benches/load.sh` `ONLY=offsets`: 8 and 16 bytes in, or
+/// 16 before the page's end, cost 1.5–1.9× the CPU per 64 KiB message; 0, 32, 48, 64 and
+/// 2048 do not.)
 ///
 /// No allocator call here gives a stricter alignment (a `Vec<u8>` must be freed with the
 /// alignment it was made with), so the buffer takes one page more than it needs and starts
