@@ -30,6 +30,8 @@ fn help_lists_every_flag_with_its_default() {
         "--shutdown-timeout",
         "--body",
         "--content-type",
+        "--splice",
+        "--stats",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

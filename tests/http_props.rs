@@ -1,8 +1,11 @@
-//! Property: how the peer's bytes are cut into reads never changes the answers.
+//! Property: how the peer's bytes are cut into reads, and how slowly the peer reads the
+//! answers, never changes the answers.
 //!
 //! The loop offers a session every byte it has not consumed yet, with each new read
-//! appended. So a request stream fed in any chunks must produce exactly the output, the
-//! closing decision and the request count that feeding it whole does.
+//! appended. Once the output reaches its budget the session stops short, and the loop
+//! offers the rest again when the output has been written (backpressure). So a request
+//! stream fed in any chunks, under any output budget, must produce exactly the output, the
+//! closing decision and the request count that feeding it whole, with no budget, does.
 
 mod common;
 
@@ -11,9 +14,21 @@ use sockloop::protocol::Mode;
 
 use common::feed::{self, Transcript};
 
-/// Feed `reads` to an HTTP session the way the loop does.
+/// Feed `reads` to an HTTP session the way the loop does, with no limit on its output.
 fn serve(reads: &[&[u8]]) -> Transcript {
     feed::serve(Mode::Http, reads)
+}
+
+/// Feed `reads` the way the loop does, stopping the session whenever its output reaches
+/// `out_budget` bytes, and offering the rest again once that is written.
+fn serve_paced(reads: &[&[u8]], out_budget: usize) -> Transcript {
+    feed::serve_with_budget(Mode::Http, reads, out_budget)
+}
+
+/// An output budget, small enough that a pipeline stops short again and again: one byte
+/// (every answer on its own), or up to about two answers' worth.
+fn out_budget() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(1usize), 1..600usize]
 }
 
 /// One request of a few kinds, with whatever body bytes proptest picks.
@@ -87,20 +102,28 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn any_split_of_a_request_stream_gives_the_same_answers(
+    fn any_split_of_a_request_stream_under_any_output_budget_gives_the_same_answers(
         stream in stream(),
         points in prop::collection::vec(any::<usize>(), 0..20),
+        out_budget in out_budget(),
     ) {
         let whole = serve(&[&stream]);
         prop_assert!(whole.requests >= 1);
-        let split = serve(&cut(&stream, &points));
-        prop_assert_eq!(split, whole);
+        let reads = cut(&stream, &points);
+        prop_assert_eq!(&serve(&reads), &whole);
+        prop_assert_eq!(&serve_paced(&reads, out_budget), &whole);
     }
 
     #[test]
-    fn a_stream_fed_byte_by_byte_gives_the_same_answers(stream in stream()) {
+    fn a_stream_fed_byte_by_byte_under_any_output_budget_gives_the_same_answers(
+        stream in stream(),
+        out_budget in out_budget(),
+    ) {
         let whole = serve(&[&stream]);
         let reads: Vec<&[u8]> = stream.chunks(1).collect();
-        prop_assert_eq!(serve(&reads), whole);
+        prop_assert_eq!(&serve(&reads), &whole);
+        prop_assert_eq!(&serve_paced(&reads, out_budget), &whole);
+        // Everything in one read, but the answers one budget at a time.
+        prop_assert_eq!(&serve_paced(&[&stream], out_budget), &whole);
     }
 }

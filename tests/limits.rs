@@ -155,39 +155,90 @@ fn out_of_descriptors_the_server_sheds_new_clients_without_spinning_and_recovers
     assert_eq!(echo_round_trip(&mut late, b"back"), b"back");
 }
 
+/// A timeout that ran `elapsed`, measured from just before the client connected to when it
+/// saw the server's answer, must have run its `length`: not before (less a few milliseconds,
+/// since the server keeps its deadlines in whole milliseconds), and not much after. The
+/// upper bound is generous, for a shared 2-core machine; what it rules out is a timeout
+/// several times too long, as the lower bound rules out one much too short.
+fn assert_timeout_took(what: &str, elapsed: Duration, length: Duration) {
+    let at_least = length - Duration::from_millis(10);
+    let at_most = length + Duration::from_secs(2);
+    eprintln!("{what}: {elapsed:?} (timeout {length:?})");
+    assert!(
+        at_least <= elapsed && elapsed <= at_most,
+        "{what} after {elapsed:?}: the timeout is {length:?}, so between {at_least:?} and \
+         {at_most:?}"
+    );
+}
+
+/// Read `stream` to its close on a thread of its own; the thread returns what arrived and
+/// when the first of it (or the close, if nothing came) was seen.
+fn read_to_close_timed(mut stream: TcpStream) -> thread::JoinHandle<(Vec<u8>, Instant)> {
+    thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut first = None;
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut buf);
+            first.get_or_insert_with(Instant::now);
+            match read {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        (got, first.unwrap_or_else(Instant::now))
+    })
+}
+
 #[test]
-fn an_idle_connection_is_closed_and_a_talking_one_is_not() {
+fn an_idle_connection_is_closed_after_the_idle_timeout_and_a_talking_one_is_not() {
+    const IDLE: Duration = Duration::from_millis(500);
     let server = Server::start(&["--mode", "echo", "--idle-timeout", "0.5"]);
-    let mut idle = server.connect();
     let mut talker = server.connect();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(1500) {
+    let connected = Instant::now();
+    // The idle client is read on a thread of its own, so the moment its close arrives is
+    // seen while the talker talks.
+    let idle = read_to_close_timed(server.connect());
+    // Talk for three idle timeouts: the talker stays open all along.
+    while connected.elapsed() < 3 * IDLE {
         assert_eq!(echo_round_trip(&mut talker, b"tick"), b"tick");
         thread::sleep(Duration::from_millis(100));
     }
-    let closed_at = Instant::now();
-    assert!(read_to_close(&mut idle).is_empty());
-    assert!(closed_at.duration_since(start) < Duration::from_secs(5));
+    let (got, closed_at) = idle.join().expect("idle reader");
+    assert!(got.is_empty(), "the idle client was sent {got:?}");
+    assert_timeout_took("idle client closed", closed_at - connected, IDLE);
     assert_eq!(echo_round_trip(&mut talker, b"tock"), b"tock");
 }
+
 #[test]
 fn a_slowloris_gets_408_after_the_header_timeout_however_it_drips() {
+    const HEADER: Duration = Duration::from_millis(600);
     let server = Server::start(&["--mode", "http", "--header-timeout", "0.6"]);
+    let connected = Instant::now();
     let mut slow = server.connect();
-    let start = Instant::now();
-    // One byte every 100 ms: each byte is traffic, but the head never completes.
-    for byte in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaa".iter() {
+    let reader = read_to_close_timed(slow.try_clone().unwrap());
+    // One byte every 100 ms: each byte is traffic, but the head never completes. It drips
+    // on until the answer comes (or well past the bound), so a deadline that each byte
+    // pushed back would show as a late 408, or none.
+    let head = b"GET / HTTP/1.1\r\nX-Slow: "
+        .iter()
+        .chain([b'a'].iter().cycle());
+    for byte in head {
+        if reader.is_finished() || connected.elapsed() > HEADER + Duration::from_secs(4) {
+            break;
+        }
         if slow.write_all(&[*byte]).is_err() {
             break;
         }
         thread::sleep(Duration::from_millis(100));
-        if start.elapsed() > Duration::from_millis(1500) {
-            break;
-        }
     }
-    let reply = String::from_utf8_lossy(&read_to_close(&mut slow)).to_string();
+    let (reply, answered_at) = reader.join().expect("reader");
+    let reply = String::from_utf8_lossy(&reply).to_string();
     assert!(reply.starts_with("HTTP/1.1 408 "), "{reply:?}");
     assert!(reply.contains("Connection: close"), "{reply:?}");
+    assert_timeout_took("408 received", answered_at - connected, HEADER);
 }
 
 #[test]

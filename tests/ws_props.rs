@@ -1,10 +1,13 @@
-//! Property: how the peer's bytes are cut into reads never changes what ws mode answers.
+//! Property: how the peer's bytes are cut into reads, and how slowly the peer reads the
+//! answers, never changes what ws mode answers.
 //!
 //! A WebSocket connection is HTTP first (the page, then the handshake) and frames after, and
 //! a read may end anywhere: inside a request head, between the handshake and the first
 //! frame, inside a frame's header or its masked payload. Fed in any chunks the way the loop
-//! feeds it, the session must write the same bytes, broadcast the same frames and come to
-//! the same decision as when fed everything at once.
+//! feeds it, and stopped whenever its output reaches a small budget (the loop offers the
+//! rest again once the output is written: backpressure), the session must write the same
+//! bytes, broadcast the same frames and come to the same decision as when fed everything at
+//! once with no budget.
 
 mod common;
 
@@ -13,9 +16,21 @@ use sockloop::protocol::Mode;
 
 use common::feed::{self, Transcript};
 
-/// Feed `reads` to a ws session the way the loop does.
+/// Feed `reads` to a ws session the way the loop does, with no limit on its output.
 fn serve(reads: &[&[u8]]) -> Transcript {
     feed::serve(Mode::Ws, reads)
+}
+
+/// Feed `reads` the way the loop does, stopping the session whenever its output reaches
+/// `out_budget` bytes, and offering the rest again once that is written.
+fn serve_paced(reads: &[&[u8]], out_budget: usize) -> Transcript {
+    feed::serve_with_budget(Mode::Ws, reads, out_budget)
+}
+
+/// An output budget small enough that the page, the handshake's answer and a run of pongs
+/// each fill it: one byte, or up to a few hundred.
+fn out_budget() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(1usize), 1..400usize]
 }
 
 /// A client frame (RFC 6455 §5.2): FIN, the opcode, the mask bit, 7/16-bit length, the
@@ -84,18 +99,28 @@ fn split<'a>(stream: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 
 proptest! {
     #[test]
-    fn any_split_of_a_conversation_gives_the_same_transcript(
+    fn any_split_of_a_conversation_under_any_output_budget_gives_the_same_transcript(
         stream in conversation(),
         cuts in prop::collection::vec(any::<usize>(), 0..24),
+        out_budget in out_budget(),
     ) {
         let whole = serve(&[&stream]);
         prop_assert!(whole.out.starts_with(b"HTTP/1.1 "));
-        prop_assert_eq!(serve(&split(&stream, &cuts)), whole);
+        let reads = split(&stream, &cuts);
+        prop_assert_eq!(&serve(&reads), &whole);
+        prop_assert_eq!(&serve_paced(&reads, out_budget), &whole);
     }
 
     #[test]
-    fn a_byte_at_a_time_gives_the_same_transcript(stream in conversation()) {
+    fn a_byte_at_a_time_under_any_output_budget_gives_the_same_transcript(
+        stream in conversation(),
+        out_budget in out_budget(),
+    ) {
+        let whole = serve(&[&stream]);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        prop_assert_eq!(serve(&bytes), serve(&[&stream]));
+        prop_assert_eq!(&serve(&bytes), &whole);
+        prop_assert_eq!(&serve_paced(&bytes, out_budget), &whole);
+        // Everything in one read, but the answers one budget at a time.
+        prop_assert_eq!(&serve_paced(&[&stream], out_budget), &whole);
     }
 }

@@ -53,10 +53,12 @@ pub fn serve(mode: Mode, reads: &[&[u8]]) -> Transcript {
     }
 }
 
-/// Like [`serve`], with the loop's output budget and its write step: after each call the
-/// loop writes `out` (here: moves it to the transcript) and, if the session stopped early
-/// because `out` was full, offers the rest again before the next read. So a small budget
-/// makes the session answer a pipeline a few requests per call (backpressure).
+/// Like [`serve`], with the loop's output budget and its write step, as `Connection::offer`
+/// and `resume_stalled_input` do it: after each call the loop writes `out` (here: moves it
+/// to the transcript); if the session stopped short of the input because `out` reached the
+/// budget, the loop offers the rest again, with nothing new, once that is written; if it
+/// stopped short for want of bytes (half a request), the rest waits for the next read. So a
+/// small budget makes the session answer a pipeline a few requests per call (backpressure).
 pub fn serve_with_budget(mode: Mode, reads: &[&[u8]], out_budget: usize) -> Transcript {
     let mut page = Responses::new(DEFAULT_BODY, DEFAULT_CONTENT_TYPE);
     page.set_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
@@ -77,13 +79,19 @@ pub fn serve_with_budget(mode: Mode, reads: &[&[u8]], out_budget: usize) -> Tran
             };
             let outcome = session.on_input(&unconsumed, &mut out, &mut ctx);
             assert!(outcome.consumed <= unconsumed.len());
+            let stalled = outcome.consumed < unconsumed.len() && out.len() >= out_budget;
+            // The loop would offer the same bytes again at once, for ever.
+            assert!(
+                !(stalled && outcome.consumed == 0 && out.is_empty()),
+                "the session stopped for a full output without writing anything"
+            );
             unconsumed.drain(..outcome.consumed);
             written.append(&mut out);
             next = outcome.next;
             if next == Next::CloseAfterFlush {
                 break 'reads;
             }
-            if outcome.consumed == 0 {
+            if !stalled {
                 break;
             }
         }
