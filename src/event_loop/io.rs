@@ -354,17 +354,17 @@ fn send_owed_until_blocked(
         match sent {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                trace!("{peer}: sendmsg → {n} of {offered} bytes in {count} iovecs");
+                trace!("{peer}: write → {n} of {offered} bytes ({count} iovecs, sendmsg)");
                 stats.bytes_out += n as u64;
                 answer_sent += conn.unsent_written(n, pool);
             }
             Err(e) if would_block(&e) => {
-                trace!("{peer}: sendmsg → WouldBlock ({offered} bytes and more wait)");
+                trace!("{peer}: write → WouldBlock ({offered} bytes and more wait, sendmsg)");
                 return Ok(answer_sent);
             }
             Err(e) if interrupted(&e) => {}
             Err(e) => {
-                trace!("{peer}: sendmsg → {e}");
+                trace!("{peer}: write → {e} (sendmsg)");
                 return Err(e);
             }
         }
