@@ -9,8 +9,9 @@
 //!
 //! [`RoomMemory`], one for the whole process, counts what the room holds: each frame's bytes
 //! once, from the moment a loop posts it until its last reference goes, whichever loops its
-//! recipients are on; and each recipient's slot for it. Before, each recipient copied the
-//! frame into a buffer of its own: 30 clients that stopped reading 1 MiB messages held
+//! recipients are on; and each recipient's slot for it. `--room-bytes` bounds that count
+//! (`event_loop::room` says who is dropped when it is over). Before, each recipient copied
+//! the frame into a buffer of its own: 30 clients that stopped reading 1 MiB messages held
 //! 1.7 MiB each.
 
 use std::fmt;

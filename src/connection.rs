@@ -155,6 +155,12 @@ impl Connection {
         self.pending_output.gather(slices)
     }
 
+    /// How far behind the room this connection is: the room offset of the oldest broadcast
+    /// frame it has not begun to send, if any (see `event_loop::room`).
+    pub fn oldest_unstarted_frame(&self) -> Option<u64> {
+        self.pending_output.oldest_unstarted_frame()
+    }
+
     /// Whether the loop should read from the socket now: epoll said there is input we have
     /// not drained, and we want it. Derived, never stored.
     pub fn should_read(&self) -> bool {
@@ -385,7 +391,7 @@ impl Connection {
         let held = self.pending_output.held();
         let delivery = self
             .session
-            .on_broadcast(held, &mut scratch.output, self.peer);
+            .on_broadcast(held, false, &mut scratch.output, self.peer);
         match delivery {
             Delivery::Skip => false,
             Delivery::Send => {
@@ -397,6 +403,25 @@ impl Connection {
                 true
             }
         }
+    }
+
+    /// The room is over `--room-bytes` and this client is among the furthest behind: the
+    /// frames it has not begun go, and it gets its close frame (1008) as soon as the one it
+    /// is in the middle of is finished. A client closing already only lets go of its frames.
+    /// Returns how many frames it let go of.
+    pub fn leave_room(&mut self, scratch: &mut Scratch) -> usize {
+        if self.phase == Phase::Open {
+            scratch.output.clear();
+            let held = self.pending_output.held();
+            let delivery = self
+                .session
+                .on_broadcast(held, true, &mut scratch.output, self.peer);
+            if delivery == Delivery::Close {
+                return self.fall_behind(scratch);
+            }
+            scratch.output.clear();
+        }
+        self.pending_output.drop_unstarted_frames(&mut scratch.pool)
     }
 
     /// The session closed a client that fell behind, its close frame in the loop's output

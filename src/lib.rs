@@ -13,7 +13,7 @@
 //! - [`output`]: what a connection owes its peer, a queue of its own bytes and the room's
 //!   shared frames, written with one `sendmsg(2)` of many iovecs.
 //! - [`broadcast`]: a chat message's frame, one in memory however many clients send it,
-//!   and the room's count of what it holds.
+//!   and the room's count of what it holds (`--room-bytes`).
 //! - [`scratch`]: the loop's working memory, lent to one connection at a time.
 //! - [`buffers`]: the pool that lends a connection a buffer only while it has bytes waiting.
 //! - [`splice`]: `--splice`, echo without copying: socket → pipe → socket with `splice(2)`.

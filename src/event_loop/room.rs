@@ -1,4 +1,4 @@
-//! The ws chat room, across loops.
+//! The ws chat room, across loops, and the bound on its memory.
 //!
 //! A chat message must reach every WebSocket client, but a session sees only its own
 //! connection. So it leaves the encoded frame in the loop's outbox; once the round's events
@@ -7,12 +7,36 @@
 //! inboxes and delivers it to its own clients. A server's frames are not masked (RFC 6455
 //! §5.1), so one encoding serves every recipient: the loops pass each other a reference to
 //! it, and each recipient's output queue holds one, never a copy.
+//!
+//! # The bound
+//! A client that stops reading is closed (1008) once we hold a message's worth for it
+//! (`protocol::ws::MAX_UNREAD`), but that bound is per client: 10,000 clients that stop at
+//! different moments each hold different messages. So the room has a bound of its own,
+//! `--room-bytes`, on what it holds over all loops: every frame once while anyone still
+//! has to send it, and a slot per recipient (`broadcast::RoomMemory`). After each delivery,
+//! if the room is over it, the clients furthest behind are dropped, one group at a time,
+//! until it is not:
+//! - "Furthest behind" is the place, in the room's history, of the oldest frame a client has
+//!   not begun to send: that frame and every later one are what it holds. Dropping the
+//!   clients with the oldest such frame frees it (and any others only they hold), and
+//!   nobody else's.
+//! - A dropped client lets go of every frame it has not begun, and gets its close frame
+//!   (1008) after the one it is in the middle of, which must be finished or the peer's
+//!   stream of frames would break off inside one. That frame stays counted, but as pinned
+//!   (`RoomMemory::pinned`): dropping others would not free it, so it does not make the room
+//!   drop anyone else. The usual Flushing and Lingering path ends the connection, and the
+//!   linger timeout ends it if the peer never reads again.
+//! - Each loop sees only its own clients, and a frame is freed only when the clients of
+//!   every loop have let it go. So each loop publishes the place of its own furthest-behind
+//!   client (`Inbox::oldest`), and drops its clients only while they are at least as far
+//!   behind as any other loop's: the others drop theirs when their turn comes, at their next
+//!   delivery, and every loop delivers every message.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use log::warn;
+use log::{info, warn};
 use mio::{Registry, Waker};
 
 use super::io::Turn;
@@ -40,6 +64,10 @@ pub struct Shared {
 pub struct Inbox {
     frames: Mutex<Vec<Arc<Frame>>>,
     waker: Waker,
+    /// The room offset of the oldest frame this loop's clients have not begun to send
+    /// (`u64::MAX`: none), as of its last delivery: how far behind its furthest-behind
+    /// client is, for the other loops to compare with theirs.
+    oldest: AtomicU64,
 }
 
 impl Inbox {
@@ -48,6 +76,7 @@ impl Inbox {
         let inbox = Arc::new(Inbox {
             frames: Mutex::new(Vec::new()),
             waker: Waker::new(registry, INBOX)?,
+            oldest: AtomicU64::new(u64::MAX),
         });
         lock(&shared.inboxes).push(Arc::clone(&inbox));
         Ok(inbox)
@@ -91,13 +120,14 @@ impl EventLoop {
 
     /// Queue `frames` on every open connection whose session takes them, and write them
     /// now: "write first" here too. A client too far behind is closed by its session (1008)
-    /// rather than buffered for; nobody is waited for.
+    /// rather than buffered for; nobody is waited for. Then hold the room to its bound.
     fn deliver(&mut self, frames: &[Arc<Frame>], now: Instant) {
         for key in self.connection_keys() {
             if self.queue_frames(key, frames, now) {
                 self.drive(key, now);
             }
         }
+        self.hold_the_room_to_its_bound(now);
     }
 
     /// Queue `frames` for one connection; returns whether it has something new to write.
@@ -128,6 +158,75 @@ impl EventLoop {
             queued = true;
         }
         queued
+    }
+
+    /// Over `--room-bytes`, drop the clients furthest behind, group by group, until the
+    /// room is back under it or another loop's clients are further behind (see the module
+    /// docs). Then say how far behind ours are, for the other loops.
+    fn hold_the_room_to_its_bound(&mut self, now: Instant) {
+        let bound = self.config.room_bytes;
+        if self.shared.room.over(bound) {
+            let mut behind: Vec<(u64, usize)> = self
+                .connections
+                .iter()
+                .filter_map(|(key, conn)| Some((conn.oldest_unstarted_frame()?, key)))
+                .collect();
+            behind.sort_unstable();
+            let elsewhere = self.oldest_elsewhere();
+            for (offset, key) in behind {
+                if !self.shared.room.over(bound) || offset > elsewhere {
+                    break;
+                }
+                self.drop_from_room(key, offset, now);
+            }
+        }
+        self.publish_oldest();
+    }
+
+    /// The room is over its bound and this client is the furthest behind.
+    fn drop_from_room(&mut self, key: usize, offset: u64, now: Instant) {
+        let Some(conn) = self.connections.get_mut(key) else {
+            return;
+        };
+        let room = &self.shared.room;
+        let behind = room.history().saturating_sub(offset);
+        let frames = conn.leave_room(&mut self.scratch);
+        info!(
+            "{}: the room holds {} B, over --room-bytes {}; furthest behind ({behind} B of \
+             the room's messages unsent): {frames} frames let go, closing it with 1008",
+            conn.peer(),
+            room.held(),
+            self.config.room_bytes,
+        );
+        self.scratch.stats.room_drops += 1;
+        self.drive(key, now);
+    }
+
+    /// How far behind the other loops' furthest-behind clients are, as they last said.
+    fn oldest_elsewhere(&self) -> u64 {
+        let Some(own) = &self.inbox else {
+            return u64::MAX;
+        };
+        lock(&self.shared.inboxes)
+            .iter()
+            .filter(|inbox| !Arc::ptr_eq(inbox, own))
+            .map(|inbox| inbox.oldest.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Tell the other loops how far behind this loop's furthest-behind client is.
+    fn publish_oldest(&self) {
+        let Some(own) = &self.inbox else {
+            return;
+        };
+        let oldest = self
+            .connections
+            .iter()
+            .filter_map(|(_, conn)| conn.oldest_unstarted_frame())
+            .min()
+            .unwrap_or(u64::MAX);
+        own.oldest.store(oldest, Ordering::Relaxed);
     }
 }
 

@@ -200,11 +200,18 @@ impl Session {
     /// Another client said something to the room: whether this connection takes the frame
     /// (`Delivery::Send`; the loop queues it, shared) if it is an open WebSocket. `held` is
     /// what we hold for it that its peer has not read yet: a client too far behind is closed
-    /// rather than buffered for without end.
-    pub fn on_broadcast(&mut self, held: usize, out: &mut Vec<u8>, peer: SocketAddr) -> Delivery {
+    /// rather than buffered for without end, and so is one the room drops (`room_full`: the
+    /// room's memory is over `--room-bytes`, and this client is among the furthest behind).
+    pub fn on_broadcast(
+        &mut self,
+        held: usize,
+        room_full: bool,
+        out: &mut Vec<u8>,
+        peer: SocketAddr,
+    ) -> Delivery {
         match self {
             Session::Echo | Session::Http(_) => Delivery::Skip,
-            Session::Ws(ws) => ws.on_broadcast(held, out, peer),
+            Session::Ws(ws) => ws.on_broadcast(held, room_full, out, peer),
         }
     }
 }

@@ -148,13 +148,20 @@ impl WsSession {
         Next::CloseAfterFlush
     }
 
-    /// A message for the room: send it on, unless this client is `MAX_UNREAD` behind.
-    pub fn on_broadcast(&mut self, unsent: usize, out: &mut Vec<u8>, peer: SocketAddr) -> Delivery {
+    /// A message for the room: send it on, unless this client is `MAX_UNREAD` behind or
+    /// the room is dropping it (`room_full`).
+    pub fn on_broadcast(
+        &mut self,
+        unsent: usize,
+        room_full: bool,
+        out: &mut Vec<u8>,
+        peer: SocketAddr,
+    ) -> Delivery {
         // Only upgraded connections are in the room; a page download is not.
         let State::Open(ws) = &mut self.state else {
             return Delivery::Skip;
         };
-        if unsent < MAX_UNREAD {
+        if unsent < MAX_UNREAD && !room_full {
             return Delivery::Send;
         }
         // The frame in progress still goes out (the loop lets go of those not begun), so the

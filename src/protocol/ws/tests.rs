@@ -354,18 +354,30 @@ fn a_broadcast_is_sent_on_until_the_client_is_too_far_behind() {
     let mut page_viewer = WsSession::default();
     let mut out = Vec::new();
     assert_eq!(
-        page_viewer.on_broadcast(0, &mut out, peer),
+        page_viewer.on_broadcast(0, false, &mut out, peer),
         Delivery::Skip,
         "a connection that never upgraded is not in the room"
     );
     assert!(out.is_empty());
 
     let mut session = open_session();
-    let next = session.on_broadcast(MAX_UNREAD - 1, &mut out, peer);
+    let next = session.on_broadcast(MAX_UNREAD - 1, false, &mut out, peer);
     assert_eq!((next, out.as_slice()), (Delivery::Send, &[][..]));
 
-    let next = session.on_broadcast(MAX_UNREAD, &mut out, peer);
+    let next = session.on_broadcast(MAX_UNREAD, false, &mut out, peer);
     assert_eq!(next, Delivery::Close);
+    assert_eq!(close_code(&out), 1008);
+}
+
+#[test]
+fn a_client_the_room_drops_gets_1008_however_little_it_owes() {
+    let peer = "127.0.0.1:9".parse().unwrap();
+    let mut session = open_session();
+    let mut out = Vec::new();
+    assert_eq!(
+        session.on_broadcast(0, true, &mut out, peer),
+        Delivery::Close
+    );
     assert_eq!(close_code(&out), 1008);
 }
 
