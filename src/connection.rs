@@ -196,6 +196,12 @@ impl Connection {
         self.may_echo_straight_back() && !self.read_to_eagain
     }
 
+    /// The room offset of the frame this connection was dropped from the room in the
+    /// middle of, while it is still writing it (see `output`).
+    pub fn pinned_frame(&self) -> Option<u64> {
+        self.pending_output.pinned_frame()
+    }
+
     // ----- what the kernel told us -----
 
     /// epoll reported the socket. This is the only time we hear that input arrived, so it

@@ -269,6 +269,15 @@ impl Output {
             })
     }
 
+    /// The room offset of the frame this connection was dropped in the middle of, if it is
+    /// still there.
+    pub fn pinned_frame(&self) -> Option<u64> {
+        match self.queue.as_ref()?.chunks.front()? {
+            Chunk::Shared(slot) if slot.pinned => Some(slot.frame.offset()),
+            _ => None,
+        }
+    }
+
     /// The connection is closing: own buffers back to the pool, shared frames let go.
     pub fn release(&mut self, pool: &mut BufferPool) {
         let Some(queue) = self.queue.take() else {
@@ -387,8 +396,10 @@ mod tests {
         output.push_frame(&frame(&room, b'c', 4));
         output.advance(1, &mut pool); // the kernel took one byte of the first frame
         assert_eq!(output.oldest_unstarted_frame(), Some(4));
+        assert_eq!(output.pinned_frame(), None);
         assert_eq!(output.drop_unstarted_frames(&mut pool), 2);
         assert_eq!(output.oldest_unstarted_frame(), None);
+        assert_eq!(output.pinned_frame(), Some(0));
         assert_eq!(room.held(), 4 + SLOT_BYTES, "only the frame begun");
         assert_eq!(room.pinned(), 4);
         output.push_bytes(b"C", &mut pool); // the close frame

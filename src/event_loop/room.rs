@@ -26,6 +26,14 @@
 //!   (`RoomMemory::pinned`): dropping others would not free it, so it does not make the room
 //!   drop anyone else. The usual Flushing and Lingering path ends the connection, and the
 //!   linger timeout ends it if the peer never reads again.
+//! - But clients that stop at different moments are each in a different frame, and the
+//!   linger timeout lets each keep it for 2 s: a thousand clients that stop one after
+//!   another, 80 a second, while 1 MiB messages go by, held 160 of them at once. So while
+//!   the room holds more than its bound even counting those, the dropped clients stuck in
+//!   the oldest of them are closed at once rather than at their linger timeout. They have
+//!   not read for a while (a client that reads finishes its frame and gets the close frame
+//!   behind it in a moment), and the linger timeout would close them without their close
+//!   frame all the same.
 //! - Each loop sees only its own clients, and a frame is freed only when the clients of
 //!   every loop have let it go. So each loop publishes the place of its own furthest-behind
 //!   client (`Inbox::oldest`), and drops its clients only while they are at least as far
@@ -41,7 +49,7 @@ use mio::{Registry, Waker};
 
 use super::io::Turn;
 use super::token::INBOX;
-use super::EventLoop;
+use super::{EventLoop, Exit};
 use crate::broadcast::{Frame, RoomMemory};
 use crate::connection::MAX_PENDING_OUTPUT;
 
@@ -180,7 +188,37 @@ impl EventLoop {
                 self.drop_from_room(key, offset, now);
             }
         }
+        if self.shared.room.held() > bound && self.shared.room.pinned() > 0 {
+            self.close_the_stuck(bound, now);
+        }
         self.publish_oldest();
+    }
+
+    /// The room holds more than its bound even counting the frames dropped clients are
+    /// stuck in: close those clients, the furthest behind first, until it does not (see the
+    /// module docs). Other loops' clients may be stuck in the same frames; they are closed
+    /// when those loops come here, and these would be at their linger timeout anyway.
+    fn close_the_stuck(&mut self, bound: usize, now: Instant) {
+        let mut stuck: Vec<(u64, usize)> = self
+            .connections
+            .iter()
+            .filter_map(|(key, conn)| Some((conn.pinned_frame()?, key)))
+            .collect();
+        stuck.sort_unstable();
+        for (_, key) in stuck {
+            if self.shared.room.held() <= bound {
+                break;
+            }
+            if let Some(conn) = self.connections.get(key) {
+                info!(
+                    "{}: dropped from the room, and still in the middle of a frame while the \
+                     room holds {} B: closed now rather than at the linger timeout",
+                    conn.peer(),
+                    self.shared.room.held()
+                );
+            }
+            self.close(key, Exit::LingerTimeout, now);
+        }
     }
 
     /// The room is over its bound and this client is the furthest behind.
