@@ -20,11 +20,15 @@ only=${ONLY:-pipeline keepalive echo}
 here=$(cd "$(dirname "$0")/.." && pwd)
 echo_load=${ECHO_LOAD:-$here/target/release/examples/echo_load}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+server=
+# Whatever happens, leave no server behind.
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 # Start the server under callgrind; wait for its start-up line.
 start() {
     local mode=$1 port=$2
+    # The last run's log says "listening on" too: it must not be read for this one's.
+    rm -f "$tmp/server.log"
     valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
         "$bin" --mode "$mode" --addr "127.0.0.1:$port" >"$tmp/server.out" 2>"$tmp/server.log" &
     server=$!
@@ -42,6 +46,7 @@ stop_and_report() {
     local path=$1 field=$2
     kill -INT "$server"
     wait "$server" || true
+    server=
     local count ir
     count=$(grep -o "totals: .*" "$tmp/server.log" | grep -o "$field=[0-9]*" | cut -d= -f2)
     ir=$(grep -E "^(summary|totals):" "$tmp/cg.out" | head -1 | awk '{print $2}')
