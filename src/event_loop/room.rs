@@ -143,7 +143,7 @@ impl EventLoop {
         let mut queued = false;
         for frame in frames {
             let Some(conn) = self.connections.get_mut(key) else {
-                return false;
+                return queued;
             };
             // Several frames in one round (a burst, or a 1 MiB message or two): before
             // more are queued behind a backlog, let the kernel take what it will, so that
@@ -159,7 +159,9 @@ impl EventLoop {
                     return false;
                 }
             }
-            let conn = &mut self.connections[key];
+            let Some(conn) = self.connections.get_mut(key) else {
+                return queued;
+            };
             if !conn.take_broadcast(frame, &mut self.scratch) {
                 break;
             }
