@@ -49,6 +49,13 @@ pub struct Args {
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub header_timeout: Duration,
 
+    /// ws mode: the most the chat room may hold, over all loops, of messages that clients
+    /// have not read yet: each message counted once however many clients hold it. Over it,
+    /// the clients furthest behind are closed with 1008. The default is 64 MiB.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_ROOM_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub room_bytes: u64,
+
     /// Seconds that in-flight connections get to finish after SIGINT or SIGTERM.
     #[arg(long, default_value = "5", value_parser = parse_seconds)]
     pub shutdown_timeout: Duration,
@@ -71,6 +78,14 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
     pub stats: Option<Duration>,
 }
+
+/// `--room-bytes`' default. The room must hold a few whole messages for its slowest
+/// readers, even at the largest `--max-message` a client may set (Autobahn's tests use
+/// 16 MiB), and a healthy reader may be a message or two behind while its kernel buffers
+/// drain: 64 messages of the default 1 MiB is well above that. And it is a small part of
+/// the 10 to 20 GB that 10,000 clients (`--max-conns`), each allowed to fall 1 MiB and a
+/// message behind, could make the room hold without a bound of its own.
+pub const DEFAULT_ROOM_BYTES: u64 = 64 * 1024 * 1024;
 
 /// `--mode`'s values, spelled as [`Mode::name`]. Written here rather than derived on `Mode`, so
 /// that the protocols know nothing of the command line.
@@ -101,6 +116,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// ws mode: the bound on the room's memory (`--room-bytes`, see `crate::broadcast`).
+    pub room_bytes: usize,
     pub body: Vec<u8>,
     pub content_type: String,
     /// Echo mode moves bytes with splice(2) (`--splice`, see `crate::splice`).
@@ -143,6 +160,7 @@ impl Args {
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            room_bytes: usize::try_from(self.room_bytes).unwrap_or(usize::MAX),
             body,
             content_type,
             splice: self.splice,

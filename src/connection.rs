@@ -9,6 +9,7 @@
 //!
 //! No method here makes a syscall: the socket is lent to `event_loop::io`, which does.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,8 +19,10 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::Token;
 
+use crate::broadcast::Frame;
 use crate::buffers::BufferPool;
-use crate::protocol::{Context, Next, Session};
+use crate::output::Output;
+use crate::protocol::{Context, Delivery, Next, Session};
 use crate::scratch::Scratch;
 use crate::timers::{Kind, Link, Linked};
 
@@ -55,10 +58,9 @@ pub struct Connection {
     phase: Phase,
     /// Input the session has not consumed yet: half a request. Unallocated when empty.
     pending_input: Vec<u8>,
-    /// Output the kernel would not take yet; `output_sent` bytes of it are already written.
-    /// Unallocated when empty.
-    pending_output: Vec<u8>,
-    output_sent: usize,
+    /// Output the kernel would not take yet: our own bytes and the room's shared frames, in
+    /// order (see `output`). One word, and no allocation, while nothing is owed.
+    pending_output: Output,
     /// The peer sent FIN: read(2) returned 0.
     peer_closed: bool,
     /// epoll reported input that we have not read to the end yet. Edge-triggered readiness
@@ -96,8 +98,7 @@ impl Connection {
             session,
             phase: Phase::Open,
             pending_input: Vec::new(),
-            pending_output: Vec::new(),
-            output_sent: 0,
+            pending_output: Output::default(),
             peer_closed: false,
             input_ready: false,
             read_to_eagain: false,
@@ -139,9 +140,25 @@ impl Connection {
         self.opened
     }
 
-    /// Bytes written by the session that the kernel has not taken yet.
-    pub fn unsent(&self) -> &[u8] {
-        &self.pending_output[self.output_sent..]
+    /// Whether the kernel has taken everything we had for this peer.
+    pub fn owes_nothing(&self) -> bool {
+        self.pending_output.is_empty()
+    }
+
+    /// How many bytes the kernel has not taken yet.
+    pub fn unsent(&self) -> usize {
+        self.pending_output.unsent()
+    }
+
+    /// Fill `slices` with what is owed, in order, for one `sendmsg(2)`; returns how many.
+    pub fn gather_unsent<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.pending_output.gather(slices)
+    }
+
+    /// How far behind the room this connection is: the room offset of the oldest broadcast
+    /// frame it has not begun to send, if any (see `event_loop::room`).
+    pub fn oldest_unstarted_frame(&self) -> Option<u64> {
+        self.pending_output.oldest_unstarted_frame()
     }
 
     /// Whether the loop should read from the socket now: epoll said there is input we have
@@ -153,7 +170,7 @@ impl Connection {
     fn wants_read(&self) -> bool {
         !self.peer_closed
             && match self.phase {
-                Phase::Open => !self.input_stalled && self.unsent().len() < MAX_PENDING_OUTPUT,
+                Phase::Open => !self.input_stalled && self.unsent() < MAX_PENDING_OUTPUT,
                 Phase::Flushing => false,
                 Phase::Lingering => true,
             }
@@ -169,7 +186,7 @@ impl Connection {
     pub fn may_echo_straight_back(&self) -> bool {
         self.session.echoes()
             && self.phase == Phase::Open
-            && self.unsent().is_empty()
+            && self.owes_nothing()
             && self.pending_input.is_empty()
     }
 
@@ -177,6 +194,12 @@ impl Connection {
     /// epoll flagged nothing that needs `read(2)`.
     pub fn may_splice(&self) -> bool {
         self.may_echo_straight_back() && !self.read_to_eagain
+    }
+
+    /// The room offset of the frame this connection was dropped from the room in the
+    /// middle of, while it is still writing it (see `output`).
+    pub fn pinned_frame(&self) -> Option<u64> {
+        self.pending_output.pinned_frame()
     }
 
     // ----- what the kernel told us -----
@@ -229,46 +252,28 @@ impl Connection {
         self.bytes_out += n as u64;
     }
 
-    /// The kernel took `n` bytes of `unsent()`. Once all of it is gone the buffer goes back
-    /// to the pool: a connection that owes nothing holds no buffer.
-    pub fn unsent_written(&mut self, n: usize, pool: &mut BufferPool) {
+    /// A `sendmsg(2)` of what `gather_unsent` gave, and perhaps more after it, took `n`
+    /// bytes. What it finished leaves the queue; once everything has, the queue goes: a
+    /// connection that owes nothing holds nothing. Returns how many of the `n` bytes came
+    /// after the queue.
+    pub fn unsent_written(&mut self, n: usize, pool: &mut BufferPool) -> usize {
         self.count_sent(n);
-        self.output_sent += n;
-        if self.unsent().is_empty() {
-            pool.give_back(&mut self.pending_output);
-            self.output_sent = 0;
-        }
+        self.pending_output.advance(n, pool)
     }
 
     // ----- output the kernel has not taken -----
 
-    /// Make `output` ours to send, after what we already owe.
+    /// Make `output` ours to send, after what we already owe: copied, since it lies in the
+    /// loop's buffer, which the next connection needs.
     pub fn queue_output(&mut self, output: &[u8], pool: &mut BufferPool) {
-        if output.is_empty() {
-            return;
-        }
-        if self.pending_output.is_empty() {
-            self.pending_output = pool.take();
-        } else if self.output_sent > 0 {
-            // Drop the bytes already sent so the buffer never grows past the backpressure
-            // bound plus one answer.
-            self.pending_output.drain(..self.output_sent);
-            self.output_sent = 0;
-        }
-        self.pending_output.extend_from_slice(output);
+        self.pending_output.push_bytes(output, pool);
     }
 
     /// Take `buffer`, from the pool, as the bytes owed; splice's leftovers arrive this way,
     /// without a copy. Only when nothing is owed yet (`may_splice`).
-    pub fn owe_buffer(&mut self, mut buffer: Vec<u8>, pool: &mut BufferPool) {
-        debug_assert!(self.unsent().is_empty(), "owe_buffer would drop owed bytes");
-        if buffer.is_empty() {
-            pool.give_back(&mut buffer);
-            return;
-        }
-        pool.give_back(&mut self.pending_output);
-        self.pending_output = buffer;
-        self.output_sent = 0;
+    pub fn owe_buffer(&mut self, buffer: Vec<u8>, pool: &mut BufferPool) {
+        debug_assert!(self.owes_nothing(), "owe_buffer behind owed bytes");
+        self.pending_output.push_buffer(buffer, pool);
     }
 
     // ----- the session -----
@@ -290,7 +295,7 @@ impl Connection {
         } else {
             new_input
         };
-        let out_budget = MAX_PENDING_OUTPUT.saturating_sub(self.unsent().len());
+        let out_budget = MAX_PENDING_OUTPUT.saturating_sub(self.unsent());
         let mut ctx = Context {
             responses: &scratch.responses,
             out_budget,
@@ -319,7 +324,7 @@ impl Connection {
     /// Input held back for lack of output room goes first, once there is room: offer it
     /// again (with nothing new). Returns whether it did.
     pub fn resume_stalled_input(&mut self, scratch: &mut Scratch) -> bool {
-        let room = self.unsent().len() < MAX_PENDING_OUTPUT;
+        let room = self.unsent() < MAX_PENDING_OUTPUT;
         if !(self.input_stalled && self.phase == Phase::Open && room) {
             return false;
         }
@@ -381,27 +386,60 @@ impl Connection {
         true
     }
 
-    /// Another client said something to the room: queue each frame the session takes. A
-    /// client too far behind is closed by its session (1008) instead. Returns false, having
-    /// done nothing, if it was closing already.
-    pub fn take_broadcast(&mut self, frames: &[Arc<[u8]>], scratch: &mut Scratch) -> bool {
+    /// Another client said something to the room: queue `frame`, shared, if the session is
+    /// in the room and keeps up. A client too far behind is closed by its session (1008)
+    /// instead (`fall_behind`). Returns whether there is something new to write.
+    pub fn take_broadcast(&mut self, frame: &Arc<Frame>, scratch: &mut Scratch) -> bool {
         if self.phase != Phase::Open {
             return false;
         }
-        for frame in frames {
-            scratch.output.clear();
-            let unsent = self.unsent().len();
-            let next = self
-                .session
-                .on_broadcast(frame, unsent, &mut scratch.output, self.peer);
-            self.queue_output(&scratch.output, &mut scratch.pool);
-            scratch.output.clear();
-            if next == Next::CloseAfterFlush {
-                self.set_phase(Phase::Flushing);
-                break;
+        scratch.output.clear();
+        let held = self.pending_output.held();
+        let delivery = self
+            .session
+            .on_broadcast(held, false, &mut scratch.output, self.peer);
+        match delivery {
+            Delivery::Skip => false,
+            Delivery::Send => {
+                self.pending_output.push_frame(frame);
+                true
+            }
+            Delivery::Close => {
+                self.fall_behind(scratch);
+                true
             }
         }
-        true
+    }
+
+    /// The room is over `--room-bytes` and this client is among the furthest behind: the
+    /// frames it has not begun go, and it gets its close frame (1008) as soon as the one it
+    /// is in the middle of is finished. A client closing already only lets go of its frames.
+    /// Returns how many frames it let go of.
+    pub fn leave_room(&mut self, scratch: &mut Scratch) -> usize {
+        if self.phase == Phase::Open {
+            scratch.output.clear();
+            let held = self.pending_output.held();
+            let delivery = self
+                .session
+                .on_broadcast(held, true, &mut scratch.output, self.peer);
+            if delivery == Delivery::Close {
+                return self.fall_behind(scratch);
+            }
+            scratch.output.clear();
+        }
+        self.pending_output.drop_unstarted_frames(&mut scratch.pool)
+    }
+
+    /// The session closed a client that fell behind, its close frame in the loop's output
+    /// buffer. The frames it has not begun go: it is not reading, and would only hold them
+    /// until the linger timeout; the close frame follows the one it is in the middle of.
+    /// Returns how many frames went.
+    fn fall_behind(&mut self, scratch: &mut Scratch) -> usize {
+        let dropped = self.pending_output.drop_unstarted_frames(&mut scratch.pool);
+        self.queue_output(&scratch.output, &mut scratch.pool);
+        scratch.output.clear();
+        self.set_phase(Phase::Flushing);
+        dropped
     }
 
     fn set_phase(&mut self, phase: Phase) {
@@ -414,7 +452,7 @@ impl Connection {
     /// The connection is closing: give its buffers back.
     pub fn release_buffers(&mut self, pool: &mut BufferPool) {
         pool.give_back(&mut self.pending_input);
-        pool.give_back(&mut self.pending_output);
+        self.pending_output.release(pool);
     }
 
     // ----- deadlines -----
@@ -461,7 +499,7 @@ impl std::fmt::Display for Connection {
             self.phase,
             self.bytes_in,
             self.bytes_out,
-            self.unsent().len(),
+            self.unsent(),
             self.pending_input.len()
         )
     }

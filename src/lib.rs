@@ -10,6 +10,10 @@
 //!   folder: `mod.rs` (the loop, `before_sleep`, the one close door), `accept.rs`, `io.rs`
 //!   (one connection moved forward), `signals.rs`, `room.rs` (ws broadcasts), `token.rs`.
 //! - [`connection`]: one client: its socket, the bytes we hold for it, what happens next.
+//! - [`output`]: what a connection owes its peer, a queue of its own bytes and the room's
+//!   shared frames, written with one `sendmsg(2)` of many iovecs.
+//! - [`broadcast`]: a chat message's frame, one in memory however many clients send it,
+//!   and the room's count of what it holds (`--room-bytes`).
 //! - [`scratch`]: the loop's working memory, lent to one connection at a time.
 //! - [`buffers`]: the pool that lends a connection a buffer only while it has bytes waiting.
 //! - [`splice`]: `--splice`, echo without copying: socket → pipe → socket with `splice(2)`.
@@ -31,18 +35,21 @@
 //!    connection's [`protocol::Session`]; the session appends its answer to the loop's output
 //!    buffer.
 //! 4. `write_what_we_owe` writes that answer straight away; only if the kernel's send buffer
-//!    is full does the unsent tail move into a buffer of the connection's own
-//!    (`Connection::queue_output`), written when epoll says the socket is writable again.
+//!    is full does the unsent tail move into the connection's output queue
+//!    (`Connection::queue_output`, [`output`]), written when epoll says the socket is
+//!    writable again.
 //! 5. When the session says so, or the peer sends FIN, `finish_flushing` sends our FIN with
 //!    `shutdown(SHUT_WR)` and the connection lingers until the peer's; then
 //!    `EventLoop::close` (`event_loop/mod.rs`), the one place a connection ends, drops the
 //!    socket, which is `close(2)`.
 
+pub mod broadcast;
 pub mod buffers;
 pub mod cli;
 pub mod connection;
 pub mod event_loop;
 pub mod listener;
+pub mod output;
 pub mod protocol;
 pub mod scratch;
 pub mod server;

@@ -24,6 +24,9 @@ pub struct Stats {
     pub timeouts: u64,
     /// Bad requests answered with an error status, and syscalls that failed otherwise.
     pub errors: u64,
+    /// WebSocket clients the chat room closed (1008) because it held more than
+    /// `--room-bytes` and they were the furthest behind.
+    pub room_drops: u64,
 }
 
 impl AddAssign for Stats {
@@ -37,6 +40,7 @@ impl AddAssign for Stats {
         self.resets += other.resets;
         self.timeouts += other.timeouts;
         self.errors += other.errors;
+        self.room_drops += other.room_drops;
     }
 }
 
@@ -45,7 +49,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "connections={} rejected={} requests={} messages={} bytes_in={} bytes_out={} \
-             resets={} timeouts={} errors={}",
+             resets={} timeouts={} errors={} room_drops={}",
             self.connections,
             self.rejected,
             self.requests,
@@ -54,7 +58,8 @@ impl fmt::Display for Stats {
             self.bytes_out,
             self.resets,
             self.timeouts,
-            self.errors
+            self.errors,
+            self.room_drops
         )
     }
 }

@@ -4,8 +4,9 @@
 //! `accept`).
 //!
 //! A turn is a short list of verbs, repeated until the kernel has nothing more for us:
-//! 1. **write what we owe**: `write(2)` the bytes the kernel refused last time, then the
-//!    answer just built ("write first, poll later", as Redis does);
+//! 1. **write what we owe**: the bytes the kernel refused last time and the answer just
+//!    built, in one `sendmsg(2)` of many iovecs, or `write(2)` of the answer alone when
+//!    nothing is owed ("write first, poll later", as Redis does);
 //! 2. **finish flushing**: a closing connection with everything written sends its FIN with
 //!    `shutdown(SHUT_WR)`;
 //! 3. **resume stalled input**: input held back because the peer was not reading our
@@ -19,24 +20,32 @@
 //! would not be, so a turn that stops early for fairness says `Again` and the loop comes
 //! back to the connection on its own.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::os::fd::AsFd;
 
 use log::{trace, warn};
 use mio::net::TcpStream;
+use socket2::SockRef;
 
 use super::{interrupted, would_block, Exit};
+use crate::buffers::BufferPool;
 use crate::connection::{Connection, Phase};
 use crate::scratch::{Scratch, READ_BUFFER_SIZE};
 use crate::splice::PipeError;
+use crate::stats::Stats;
 use crate::tcp_info::Kernel;
 
 /// Reads one connection may make before the others get a turn: 16 × 128 KiB = 2 MiB. A
 /// peer that sends as fast as we answer would otherwise keep us here for ever, and every
 /// other client, timer and signal would wait.
 const MAX_READS_PER_TURN: usize = 16;
+
+/// iovecs in one `sendmsg(2)`: one per chunk owed (see `output`). The kernel takes up to
+/// UIO_MAXIOV (1024); 64 is 1 KiB on our stack, and more than a send buffer's worth
+/// whenever the chunks are the room's frames of a few hundred bytes or more.
+const MAX_IOVECS: usize = 64;
 
 /// What a turn came to: what the loop does with the connection next.
 pub enum Step {
@@ -86,13 +95,19 @@ impl Turn<'_> {
         self.read_once()
     }
 
-    /// `write(2)` what the connection owes until it is all sent or the kernel's send buffer
-    /// is full: first the bytes the kernel refused earlier, then the answer in the loop's
-    /// output buffer, straight from there. Usually the kernel takes the whole answer and it
-    /// is never copied; only a tail the kernel refuses moves into a buffer of the
-    /// connection's own. The output buffer is every connection's, so it leaves here empty
-    /// whatever happens: otherwise the next connection would send this one's answer.
+    /// Write what the connection owes until it is all sent or the kernel's send buffer is
+    /// full: first the bytes the kernel refused earlier, then the answer in the loop's
+    /// output buffer, straight from there. Usually nothing is owed, the kernel takes the
+    /// whole answer in one `write(2)`, and it is never copied; only a tail the kernel
+    /// refuses moves into the connection's queue. The output buffer is every connection's,
+    /// so it leaves here empty whatever happens: otherwise the next connection would send
+    /// this one's answer.
     fn write_what_we_owe(&mut self) -> ControlFlow<Step> {
+        // Most rounds have nothing to write (the one before a read, the one after a read that
+        // was echoed straight back): say so in two compares.
+        if self.scratch.output.is_empty() && self.conn.owes_nothing() {
+            return Continue(());
+        }
         let result = self.write_owed();
         self.scratch.output.clear();
         match result {
@@ -101,23 +116,29 @@ impl Turn<'_> {
         }
     }
 
+    /// Write what the connection owes now, outside a turn: the room does this before it
+    /// queues more frames for a client that owes `MAX_PENDING_OUTPUT` already, so that what
+    /// the kernel would take does not count against it. Err: the write failed, close it.
+    pub fn write_now(&mut self) -> Result<(), Exit> {
+        match self.write_what_we_owe() {
+            Break(Step::Close(exit)) => Err(exit),
+            _ => Ok(()),
+        }
+    }
+
     fn write_owed(&mut self) -> io::Result<()> {
         let conn = &mut *self.conn;
         let scratch = &mut *self.scratch;
-        if !conn.unsent().is_empty() {
-            let sent = write_until_blocked(conn.stream(), conn.peer(), conn.unsent())?;
+        let answer = &scratch.output;
+        let sent = if conn.owes_nothing() {
+            let sent = write_until_blocked(conn.stream(), conn.peer(), answer)?;
             scratch.stats.bytes_out += sent as u64;
-            conn.unsent_written(sent, &mut scratch.pool);
-            if !conn.unsent().is_empty() {
-                // Still owing older bytes: the new answer queues behind them.
-                conn.queue_output(&scratch.output, &mut scratch.pool);
-                return Ok(());
-            }
-        }
-        let sent = write_until_blocked(conn.stream(), conn.peer(), &scratch.output)?;
-        scratch.stats.bytes_out += sent as u64;
-        conn.count_sent(sent);
-        conn.queue_output(&scratch.output[sent..], &mut scratch.pool);
+            conn.count_sent(sent);
+            sent
+        } else {
+            send_owed_until_blocked(conn, answer, &mut scratch.pool, &mut scratch.stats)?
+        };
+        conn.queue_output(&answer[sent..], &mut scratch.pool);
         Ok(())
     }
 
@@ -127,7 +148,7 @@ impl Turn<'_> {
         if self.conn.phase() != Phase::Flushing {
             return Continue(());
         }
-        if !self.conn.unsent().is_empty() {
+        if !self.conn.owes_nothing() {
             return Break(Step::Wait); // epoll says when the send buffer has room again
         }
         if let Err(e) = self.conn.stream().shutdown(Shutdown::Write) {
@@ -291,6 +312,60 @@ impl Turn<'_> {
                 warn!("splice pipe failed: {e}; echo copies from now on");
                 self.scratch.pipe = None;
                 Err(io::Error::other(format!("splice pipe: {e}")))
+            }
+        }
+    }
+}
+
+/// What the connection owes, then `answer`, to the kernel in one `sendmsg(2)` after
+/// another, until all of it is written or the kernel says EAGAIN; returns how much of
+/// `answer` was written.
+///
+/// One call carries an iovec per chunk owed, and the answer last: the kernel copies them
+/// into the socket's send queue in array order, each whole before the next (writev(2);
+/// `tcp_sendmsg` walks the iovecs the same way), and stops where the send buffer is full,
+/// which can be anywhere, at a chunk's edge or inside one. It says how many bytes it took
+/// and nothing else, so `Connection::unsent_written` finds where that leaves us. sendmsg(2)
+/// is writev(2) with flags, and the flag is why: MSG_NOSIGNAL, so that a peer gone since
+/// makes the call fail with EPIPE instead of raising SIGPIPE, as every other write here
+/// does (send(2) with the same flag, through std).
+fn send_owed_until_blocked(
+    conn: &mut Connection,
+    answer: &[u8],
+    pool: &mut BufferPool,
+    stats: &mut Stats,
+) -> io::Result<usize> {
+    let peer = conn.peer();
+    let mut answer_sent = 0;
+    loop {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = conn.gather_unsent(&mut slices);
+        // The answer goes after the last chunk owed, never before: only if every chunk fit.
+        if count < MAX_IOVECS && answer_sent < answer.len() {
+            slices[count] = IoSlice::new(&answer[answer_sent..]);
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(answer_sent);
+        }
+        let offered: usize = slices[..count].iter().map(|slice| slice.len()).sum();
+        let sent = SockRef::from(conn.stream())
+            .send_vectored_with_flags(&slices[..count], libc::MSG_NOSIGNAL);
+        match sent {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                trace!("{peer}: write → {n} of {offered} bytes ({count} iovecs, sendmsg)");
+                stats.bytes_out += n as u64;
+                answer_sent += conn.unsent_written(n, pool);
+            }
+            Err(e) if would_block(&e) => {
+                trace!("{peer}: write → WouldBlock ({offered} bytes and more wait, sendmsg)");
+                return Ok(answer_sent);
+            }
+            Err(e) if interrupted(&e) => {}
+            Err(e) => {
+                trace!("{peer}: write → {e} (sendmsg)");
+                return Err(e);
             }
         }
     }

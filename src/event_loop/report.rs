@@ -13,6 +13,7 @@ use log::{debug, info, log_enabled, Level};
 use rustix::time::{clock_gettime, ClockId};
 
 use super::EventLoop;
+use crate::protocol::Mode;
 use crate::stats::Stats;
 use crate::tcp_info::Kernel;
 
@@ -52,9 +53,18 @@ impl EventLoop {
         let seconds = span.as_secs_f64().max(1e-3);
         let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
         let busy = cpu.saturating_sub(self.reporting.last_cpu).as_secs_f64() / seconds;
+        // ws mode: what the chat room holds, over all loops (see `room`).
+        let room = match self.config.mode {
+            Mode::Ws => format!(
+                "; room {} B held, {} B pinned",
+                self.shared.room.held(),
+                self.shared.room.pinned()
+            ),
+            _ => String::new(),
+        };
         info!(
             "loop {}: {} connections; over {:.1} s: {:.0} requests/s, {:.0} messages/s, \
-             {:.0} B/s in, {:.0} B/s out, CPU {:.0}%",
+             {:.0} B/s in, {:.0} B/s out, CPU {:.0}%{room}",
             self.id,
             self.connections.len(),
             span.as_secs_f64(),

@@ -38,6 +38,18 @@ pub enum Next {
     CloseAfterFlush,
 }
 
+/// What a session does with a frame for the room ([`Session::on_broadcast`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not in the room (not a WebSocket, or not upgraded yet): nothing to send.
+    Skip,
+    /// Send it: the loop queues the frame, shared, after what the connection owes.
+    Send,
+    /// Too far behind: the session has appended its close frame (1008) to `out`, and the
+    /// connection closes once that is written. Nothing more is sent to it.
+    Close,
+}
+
 /// The result of offering bytes to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -116,8 +128,8 @@ pub struct Context<'a> {
     pub stats: &'a mut Stats,
     /// Frames for every WebSocket client of every loop, the sender included (ws mode). A
     /// server's frames are not masked (RFC 6455 §5.1), so one encoding serves every
-    /// recipient: the loops pass it around by reference, and each recipient's session
-    /// copies it into that connection's output.
+    /// recipient: the loops pass it around by reference, and each recipient's output queue
+    /// holds a reference to it, never a copy (`crate::broadcast`).
     pub broadcast: &'a mut Vec<Arc<[u8]>>,
 }
 
@@ -185,20 +197,21 @@ impl Session {
         }
     }
 
-    /// Another client said something to the room: `frame` is the encoded message, for
-    /// this connection to send if it is an open WebSocket. `unsent` is how much of its
-    /// earlier output the peer has not read yet: a client too far behind is closed rather
-    /// than buffered for without end.
+    /// Another client said something to the room: whether this connection takes the frame
+    /// (`Delivery::Send`; the loop queues it, shared) if it is an open WebSocket. `held` is
+    /// what we hold for it that its peer has not read yet: a client too far behind is closed
+    /// rather than buffered for without end, and so is one the room drops (`room_full`: the
+    /// room's memory is over `--room-bytes`, and this client is among the furthest behind).
     pub fn on_broadcast(
         &mut self,
-        frame: &[u8],
-        unsent: usize,
+        held: usize,
+        room_full: bool,
         out: &mut Vec<u8>,
         peer: SocketAddr,
-    ) -> Next {
+    ) -> Delivery {
         match self {
-            Session::Echo | Session::Http(_) => Next::Continue,
-            Session::Ws(ws) => ws.on_broadcast(frame, unsent, out, peer),
+            Session::Echo | Session::Http(_) => Delivery::Skip,
+            Session::Ws(ws) => ws.on_broadcast(held, room_full, out, peer),
         }
     }
 }

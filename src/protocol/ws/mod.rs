@@ -34,7 +34,7 @@ use tungstenite::Message;
 
 use super::http::{BodyLength, HeadScan, RequestHead, Version};
 use super::responses::{self, ConnectionHeader, ErrorStatus};
-use super::{Context, Next, Outcome};
+use super::{Context, Delivery, Next, Outcome};
 
 /// The largest message we take, in one frame or in fragments; a bigger one gets 1009.
 pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
@@ -148,28 +148,29 @@ impl WsSession {
         Next::CloseAfterFlush
     }
 
-    /// A message for the room: send `frame` on, unless this client is `MAX_UNREAD` behind.
+    /// A message for the room: send it on, unless this client is `MAX_UNREAD` behind or
+    /// the room is dropping it (`room_full`).
     pub fn on_broadcast(
         &mut self,
-        frame: &[u8],
         unsent: usize,
+        room_full: bool,
         out: &mut Vec<u8>,
         peer: SocketAddr,
-    ) -> Next {
+    ) -> Delivery {
         // Only upgraded connections are in the room; a page download is not.
         let State::Open(ws) = &mut self.state else {
-            return Next::Continue;
+            return Delivery::Skip;
         };
-        if unsent < MAX_UNREAD {
-            out.extend_from_slice(frame);
-            return Next::Continue;
+        if unsent < MAX_UNREAD && !room_full {
+            return Delivery::Send;
         }
-        // What is queued still goes out, so the close frame lands on a frame boundary and
-        // the client learns why; from here on nothing more is queued for it.
+        // The frame in progress still goes out (the loop lets go of those not begun), so the
+        // close frame lands on a frame boundary and the client learns why; from here on
+        // nothing more is queued for it.
         info!("{peer}: too slow, {unsent} bytes unread: closing it with 1008");
         close_with(ws, out, CloseCode::Policy, "too slow to keep up");
         self.state = State::Closed;
-        Next::CloseAfterFlush
+        Delivery::Close
     }
 
     /// One complete request head: the page, a 404, or the WebSocket handshake.

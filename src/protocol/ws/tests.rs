@@ -349,27 +349,35 @@ fn output_past_the_budget_leaves_the_rest_of_the_input_for_later() {
 
 #[test]
 fn a_broadcast_is_sent_on_until_the_client_is_too_far_behind() {
-    let frame = server_frame(0x81, b"news");
     let peer = "127.0.0.1:9".parse().unwrap();
 
     let mut page_viewer = WsSession::default();
     let mut out = Vec::new();
     assert_eq!(
-        page_viewer.on_broadcast(&frame, 0, &mut out, peer),
-        Next::Continue
-    );
-    assert!(
-        out.is_empty(),
+        page_viewer.on_broadcast(0, false, &mut out, peer),
+        Delivery::Skip,
         "a connection that never upgraded is not in the room"
     );
+    assert!(out.is_empty());
 
     let mut session = open_session();
-    let next = session.on_broadcast(&frame, MAX_UNREAD - 1, &mut out, peer);
-    assert_eq!((next, out.as_slice()), (Next::Continue, frame.as_slice()));
+    let next = session.on_broadcast(MAX_UNREAD - 1, false, &mut out, peer);
+    assert_eq!((next, out.as_slice()), (Delivery::Send, &[][..]));
 
-    out.clear();
-    let next = session.on_broadcast(&frame, MAX_UNREAD, &mut out, peer);
-    assert_eq!(next, Next::CloseAfterFlush);
+    let next = session.on_broadcast(MAX_UNREAD, false, &mut out, peer);
+    assert_eq!(next, Delivery::Close);
+    assert_eq!(close_code(&out), 1008);
+}
+
+#[test]
+fn a_client_the_room_drops_gets_1008_however_little_it_owes() {
+    let peer = "127.0.0.1:9".parse().unwrap();
+    let mut session = open_session();
+    let mut out = Vec::new();
+    assert_eq!(
+        session.on_broadcast(0, true, &mut out, peer),
+        Delivery::Close
+    );
     assert_eq!(close_code(&out), 1008);
 }
 
