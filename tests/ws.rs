@@ -34,8 +34,13 @@ fn join(server: &Server) -> Client {
 
 /// Open a WebSocket, leaving the greeting unread.
 fn connect(server: &Server) -> Client {
+    connect_at(server, "/")
+}
+
+/// Open a WebSocket at `path`, leaving the greeting unread.
+fn connect_at(server: &Server, path: &str) -> Client {
     let stream = server.connect();
-    let url = format!("ws://{}/", server.addr);
+    let url = format!("ws://{}{path}", server.addr);
     let (client, response) = tungstenite::client(url, stream).expect("WebSocket handshake");
     assert_eq!(response.status(), 101);
     client
@@ -118,6 +123,24 @@ fn get_slash_serves_the_chat_page() {
     assert!(answer.contains("new WebSocket(`ws://${location.host}/`)"));
     assert!(answer.contains("Client message: Hi!"));
     assert!(answer.trim_end().ends_with("</html>"));
+}
+
+#[test]
+fn a_websocket_opens_at_any_path() {
+    let server = ws_server(&[]);
+    let mut clients: Vec<Client> = ["/chat", "/rooms/42?nick=x", "/"]
+        .into_iter()
+        .map(|path| {
+            let mut client = connect_at(&server, path);
+            assert_eq!(next_message(&mut client), Message::text(GREETING));
+            client
+        })
+        .collect();
+    // One room, whatever the path.
+    clients[0].send(Message::text("from /chat")).unwrap();
+    for client in &mut clients {
+        assert_eq!(next_message(client), Message::text("from /chat"));
+    }
 }
 
 #[test]

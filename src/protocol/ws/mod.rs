@@ -1,9 +1,10 @@
 //! WebSocket mode: the seed notes' chat room, and the page that talks to it.
 //!
-//! A connection starts out as HTTP/1.1. `GET /` gets the chat page (the notes' index.html,
-//! made usable), any other path gets 404, and a request with `Upgrade: websocket` gets the
-//! opening handshake of RFC 6455 §4.2.2: `101 Switching Protocols` and the
-//! `Sec-WebSocket-Accept` proof that we read the client's key. From then on the same TCP
+//! A connection starts out as HTTP/1.1. A request with `Upgrade: websocket`, at any path
+//! (as the notes' Node server, the `ws` package, does), gets the opening handshake of
+//! RFC 6455 §4.2.2: `101 Switching Protocols` and the `Sec-WebSocket-Accept` proof that we
+//! read the client's key. Without the Upgrade, `GET /` gets the chat page (the notes'
+//! index.html, made usable) and any other path 404. From the 101 on, the same TCP
 //! connection carries WebSocket frames both ways, and the first one says
 //! "hello, I am a server", as the notes' server.js did.
 //!
@@ -176,10 +177,12 @@ impl WsSession {
     fn answer(&mut self, head: &RequestHead, out: &mut Vec<u8>, ctx: &mut Context) -> Next {
         ctx.stats.requests += 1;
         trace!("{}: {} {}", ctx.peer, head.method, head.path);
-        let path = head.path.split('?').next().unwrap_or("");
-        if head.upgrade_websocket && path == "/" {
+        // At any path: the room is the same whichever URL a client dials, as with Node's
+        // `ws` server, which the notes' server.js used.
+        if head.upgrade_websocket {
             return self.upgrade(head, out, ctx);
         }
+        let path = head.path.split('?').next().unwrap_or("");
         let page = ctx.responses;
         if !matches!(head.method, "GET" | "HEAD") {
             // Nothing here takes a body, and one we did not read would be taken for the

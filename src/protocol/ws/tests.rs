@@ -42,8 +42,12 @@ fn offer(session: &mut WsSession, input: &[u8]) -> Call {
 }
 
 fn upgrade_request(key: &str, version: &str) -> Vec<u8> {
+    upgrade_request_at("/", key, version)
+}
+
+fn upgrade_request_at(path: &str, key: &str, version: &str) -> Vec<u8> {
     format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
     )
     .into_bytes()
@@ -184,6 +188,18 @@ fn head_gets_the_page_headers_only() {
     let out = text(&call.out);
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     assert!(out.ends_with("\r\n\r\n"), "{out}");
+}
+
+#[test]
+fn the_handshake_is_answered_at_any_path() {
+    for path in ["/chat", "/a/b/c", "/?room=1", "/x%20y"] {
+        let mut session = WsSession::default();
+        let call = offer(&mut session, &upgrade_request_at(path, KEY, "13"));
+        let out = text(&call.out);
+        assert!(out.starts_with("HTTP/1.1 101 "), "{path}: {out}");
+        assert!(out.contains(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")));
+        assert_eq!(call.outcome.next, Next::Continue, "{path}");
+    }
 }
 
 #[test]
