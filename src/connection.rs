@@ -10,7 +10,6 @@
 //! No method here makes a syscall: the socket is lent to `event_loop::io`, which does.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::trace;
@@ -19,6 +18,7 @@ use mio::net::TcpStream;
 use mio::Token;
 
 use crate::buffers::BufferPool;
+use crate::event_loop::Post;
 use crate::protocol::{Context, Next, Session};
 use crate::scratch::Scratch;
 use crate::timers::{Kind, Link, Linked};
@@ -296,9 +296,13 @@ impl Connection {
             out_budget,
             peer: self.peer,
             stats: &mut scratch.stats,
-            broadcast: &mut scratch.outbox,
+            broadcast: &mut scratch.said,
         };
         let outcome = self.session.on_input(input, &mut scratch.output, &mut ctx);
+        // For the room, which will skip us: we have our own copy (see `room::Post`).
+        let from = Some(self.token);
+        let said = scratch.said.drain(..).map(|frame| Post { from, frame });
+        scratch.outbox.extend(said);
         let consumed = outcome.consumed.min(input.len());
         self.answered |= outcome.answered;
         self.input_stalled = consumed < input.len() && scratch.output.len() >= out_budget;
@@ -354,7 +358,7 @@ impl Connection {
             out_budget: MAX_PENDING_OUTPUT,
             peer: self.peer,
             stats: &mut scratch.stats,
-            broadcast: &mut scratch.outbox,
+            broadcast: &mut scratch.said,
         };
         self.session
             .on_header_timeout(&mut scratch.output, &mut ctx);
@@ -384,16 +388,19 @@ impl Connection {
     /// Another client said something to the room: queue each frame the session takes. A
     /// client too far behind is closed by its session (1008) instead. Returns false, having
     /// done nothing, if it was closing already.
-    pub fn take_broadcast(&mut self, frames: &[Arc<[u8]>], scratch: &mut Scratch) -> bool {
+    pub fn take_broadcast(&mut self, frames: &[Post], scratch: &mut Scratch) -> bool {
         if self.phase != Phase::Open {
             return false;
         }
-        for frame in frames {
+        for post in frames {
+            if post.from == Some(self.token) {
+                continue; // our own, sent already
+            }
             scratch.output.clear();
             let unsent = self.unsent().len();
-            let next = self
-                .session
-                .on_broadcast(frame, unsent, &mut scratch.output, self.peer);
+            let next =
+                self.session
+                    .on_broadcast(&post.frame, unsent, &mut scratch.output, self.peer);
             self.queue_output(&scratch.output, &mut scratch.pool);
             scratch.output.clear();
             if next == Next::CloseAfterFlush {

@@ -212,8 +212,12 @@ fn a_text_message_reaches_every_client_including_the_sender() {
     clients[1]
         .send(Message::text("Client message: Hi!"))
         .unwrap();
+    clients[1].send(Message::text("and again")).unwrap();
+    // Each once, in order: the sender too, which has its own copy at once and none from
+    // the room.
     for client in &mut clients {
         assert_eq!(next_message(client), Message::text("Client message: Hi!"));
+        assert_eq!(next_message(client), Message::text("and again"));
     }
     let line = server.wait_for_log("received from", Duration::from_secs(5));
     assert!(
@@ -221,6 +225,20 @@ fn a_text_message_reaches_every_client_including_the_sender() {
             .is_some_and(|l| l.ends_with(": Client message: Hi!")),
         "{line:?}"
     );
+}
+
+#[test]
+fn a_message_then_a_broken_frame_in_one_write_reaches_everyone_before_the_1002() {
+    let server = ws_server(&[]);
+    let mut sender = join(&server);
+    let mut listener = join(&server);
+    // Autobahn 3.2: a valid message, then one with a reserved bit, in one segment.
+    let mut bytes = raw_frame(0x81, b"last words", true);
+    bytes.extend(raw_frame(0xa1, b"bad", true));
+    send_raw(&mut sender, &bytes);
+    assert_eq!(next_message(&mut sender), Message::text("last words"));
+    assert_eq!(close_code(&mut sender), CloseCode::Protocol);
+    assert_eq!(next_message(&mut listener), Message::text("last words"));
 }
 
 #[test]

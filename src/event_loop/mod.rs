@@ -50,7 +50,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-pub use room::Shared;
+pub use room::{Post, Shared};
 
 use crate::cli::Config;
 use crate::connection::Connection;

@@ -11,10 +11,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use log::warn;
-use mio::{Registry, Waker};
+use mio::{Registry, Token, Waker};
 
 use super::token::INBOX;
 use super::EventLoop;
+
+/// A frame for the room, and the connection of this loop that sent it, if one did: that one
+/// wrote its own copy at once, in order with the rest of its output (see `protocol::ws`),
+/// so the room skips it. A frame from another loop has no sender here.
+#[derive(Debug)]
+pub struct Post {
+    pub from: Option<Token>,
+    pub frame: Arc<[u8]>,
+}
 
 /// What every loop of the process shares. Touched on accept and close, and once per
 /// broadcast; never per request.
@@ -31,7 +40,7 @@ pub struct Shared {
 /// (`mio::Waker`) they poke so that its `epoll_wait` returns to deliver them.
 #[derive(Debug)]
 pub struct Inbox {
-    frames: Mutex<Vec<Arc<[u8]>>>,
+    frames: Mutex<Vec<Post>>,
     waker: Waker,
 }
 
@@ -56,7 +65,11 @@ impl EventLoop {
                 if Arc::ptr_eq(inbox, own) {
                     continue;
                 }
-                lock(&inbox.frames).extend(frames.iter().cloned());
+                // The senders are all on this loop: nobody there to skip.
+                lock(&inbox.frames).extend(frames.iter().map(|post| Post {
+                    from: None,
+                    frame: Arc::clone(&post.frame),
+                }));
                 // An eventfd write: the other loop's epoll_wait returns with INBOX.
                 if let Err(e) = inbox.waker.wake() {
                     warn!("could not wake another loop for a broadcast: {e}");
@@ -78,7 +91,7 @@ impl EventLoop {
     /// Queue `frames` on every open connection whose session takes them, and write them
     /// now: "write first" here too. A client too far behind is closed by its session (1008)
     /// rather than buffered for; nobody is waited for.
-    fn deliver(&mut self, frames: &[Arc<[u8]>], now: Instant) {
+    fn deliver(&mut self, frames: &[Post], now: Instant) {
         for key in self.connection_keys() {
             let Some(conn) = self.connections.get_mut(key) else {
                 continue;

@@ -14,9 +14,10 @@
 //!   with whatever arrives next appended.
 //! - [`Next`] says whether the connection stays open once `out` is written, and
 //!   [`Outcome::answered`] whether a request was completed (the header deadline restarts).
-//! - A WebSocket text message goes to every client, not just this one: the session can't
-//!   reach the others, so it leaves the encoded frame in [`Context::broadcast`] and the loop
-//!   delivers it (see [`Session::on_broadcast`]).
+//! - A WebSocket text message goes to every client, not just this one: the session writes
+//!   the sender's copy to `out` like any answer, but it can't reach the others, so it leaves
+//!   the encoded frame in [`Context::broadcast`] and the loop delivers it to every client
+//!   but the sender (see [`Session::on_broadcast`]).
 
 pub mod echo;
 pub mod http;
@@ -114,10 +115,11 @@ pub struct Context<'a> {
     /// The peer, for log lines.
     pub peer: SocketAddr,
     pub stats: &'a mut Stats,
-    /// Frames for every WebSocket client of every loop, the sender included (ws mode). A
-    /// server's frames are not masked (RFC 6455 §5.1), so one encoding serves every
-    /// recipient: the loops pass it around by reference, and each recipient's session
-    /// copies it into that connection's output.
+    /// Frames for every other WebSocket client of every loop (ws mode); the sender has its
+    /// copy in `out` already, in order with the rest of its output. A server's frames are
+    /// not masked (RFC 6455 §5.1), so one encoding serves every recipient: the loops pass it
+    /// around by reference, and each recipient's session copies it into that connection's
+    /// output.
     pub broadcast: &'a mut Vec<Arc<[u8]>>,
 }
 

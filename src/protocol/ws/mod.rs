@@ -15,7 +15,11 @@
 //! fragments and UTF-8 checks; the socket, and when to read or write it, stay the loop's.
 //!
 //! What the room does with each message:
-//! - text: logged, and broadcast to every client, the sender included: a chat room;
+//! - text: logged, and sent to every client, the sender included: a chat room. The
+//!   sender's own copy goes into its output at once, in order with the rest of its output;
+//!   the loop delivers the others' (see `Context::broadcast`). So a message followed in the
+//!   same read by a broken frame still reaches everyone, its sender included, before the
+//!   close frame that the broken one earns;
 //! - binary: echoed to its sender only;
 //! - ping: answered with a pong (tungstenite queues it, we write it);
 //! - close: answered with a close frame, then the connection closes (RFC 6455 §5.5.1);
@@ -321,7 +325,12 @@ fn read_frames(ws: &mut WebSocketContext, wire: &mut Wire, ctx: &mut Context) ->
             Ok(Message::Text(text)) => {
                 ctx.stats.messages += 1;
                 info!("received from {}: {}", ctx.peer, for_log(&text));
-                ctx.broadcast.push(text_frame(text));
+                // The sender's own copy goes out now, in order with the rest of its output
+                // and before any close frame a later frame of this read may earn; the room
+                // takes the others' and skips the sender (see `Context::broadcast`).
+                let frame = text_frame(text);
+                wire.out.extend_from_slice(&frame);
+                ctx.broadcast.push(frame);
             }
             Ok(Message::Binary(data)) => {
                 ctx.stats.messages += 1;

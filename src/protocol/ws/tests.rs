@@ -82,6 +82,27 @@ fn close_code(out: &[u8]) -> u16 {
     u16::from_be_bytes([out[2], out[3]])
 }
 
+/// Split `out` into the server frames it holds (all under 64 KiB), each whole.
+fn frames(mut out: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    while !out.is_empty() {
+        let (header, len) = match out[1] {
+            126 => (4, usize::from(u16::from_be_bytes([out[2], out[3]]))),
+            len => (2, usize::from(len)),
+        };
+        frames.push(out[..header + len].to_vec());
+        out = &out[header + len..];
+    }
+    frames
+}
+
+/// A client's close frame with `code` and `reason`.
+fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut body = code.to_be_bytes().to_vec();
+    body.extend_from_slice(reason);
+    client_frame(0x88, &body)
+}
+
 fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
@@ -265,16 +286,66 @@ fn garbage_gets_400_and_an_endless_head_431() {
 }
 
 #[test]
-fn a_text_message_is_broadcast_not_answered() {
+fn a_text_message_goes_to_its_sender_at_once_and_to_the_room() {
     let mut session = open_session();
     let call = offer(&mut session, &client_frame(0x81, b"Client message: Hi!"));
-    assert!(call.out.is_empty());
+    let expected = server_frame(0x81, b"Client message: Hi!");
+    assert_eq!(call.out, expected, "the sender's own copy");
     assert_eq!(call.broadcast.len(), 1);
-    assert_eq!(
-        &call.broadcast[0][..],
-        &server_frame(0x81, b"Client message: Hi!")[..]
-    );
+    assert_eq!(&call.broadcast[0][..], &expected[..], "the others'");
     assert_eq!(call.stats.messages, 1);
+}
+
+#[test]
+fn the_sender_hears_its_messages_in_order_with_its_other_answers() {
+    let mut session = open_session();
+    let mut input = client_frame(0x81, b"one");
+    input.extend(client_frame(0x82, b"two"));
+    input.extend(client_frame(0x89, b"three"));
+    input.extend(client_frame(0x81, b"four"));
+    let call = offer(&mut session, &input);
+    assert_eq!(
+        frames(&call.out),
+        [
+            server_frame(0x81, b"one"),
+            server_frame(0x82, b"two"),
+            server_frame(0x8a, b"three"),
+            server_frame(0x81, b"four"),
+        ]
+    );
+}
+
+#[test]
+fn messages_before_a_broken_frame_reach_everyone_then_the_connection_fails() {
+    // Autobahn 3.2-3.4, 4.1.3-4.2.5 and 5.15, and more of the kind: whatever breaks the
+    // connection, the complete messages before it are delivered first, to the sender too.
+    let broken: [(&str, Vec<u8>, u16); 6] = [
+        ("reserved bits", client_frame(0xa1, b"x"), 1002),
+        ("reserved data opcode", client_frame(0x85, b"x"), 1002),
+        ("reserved control opcode", client_frame(0x8b, b"x"), 1002),
+        ("a stray continuation", client_frame(0x80, b"x"), 1002),
+        ("an invalid close code", close_frame(1004, b""), 1002),
+        ("invalid UTF-8", client_frame(0x81, &[0xff]), 1007),
+    ];
+    for (what, bad, code) in broken {
+        let mut input = client_frame(0x81, b"first");
+        input.extend(client_frame(0x01, b"sec"));
+        input.extend(client_frame(0x80, b"ond"));
+        input.extend(client_frame(0x89, b"ping"));
+        input.extend(bad);
+        input.extend(client_frame(0x81, b"never"));
+        let mut session = open_session();
+        let call = offer(&mut session, &input);
+        let out = frames(&call.out);
+        assert_eq!(out.len(), 4, "{what}: {out:?}");
+        assert_eq!(out[0], server_frame(0x81, b"first"), "{what}");
+        assert_eq!(out[1], server_frame(0x81, b"second"), "{what}");
+        assert_eq!(out[2], server_frame(0x8a, b"ping"), "{what}");
+        assert_eq!(close_code(&out[3]), code, "{what}");
+        let room: Vec<&[u8]> = call.broadcast.iter().map(|f| &f[..]).collect();
+        assert_eq!(room, [&out[0][..], &out[1][..]], "{what}");
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush, "{what}");
+    }
 }
 
 #[test]
