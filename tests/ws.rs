@@ -81,6 +81,14 @@ fn raw_frame(first_byte: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     frame
 }
 
+/// A client-side frame with a 64-bit length field, written by hand: the header only.
+fn raw_header_64(first_byte: u8, len: u64) -> Vec<u8> {
+    let mut frame = vec![first_byte, 0x80 | 127];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0xa1, 0xb2, 0xc3, 0xd4]);
+    frame
+}
+
 fn send_raw(client: &mut Client, bytes: &[u8]) {
     client.get_mut().write_all(bytes).expect("write raw frame");
 }
@@ -225,6 +233,39 @@ fn a_text_message_reaches_every_client_including_the_sender() {
             .is_some_and(|l| l.ends_with(": Client message: Hi!")),
         "{line:?}"
     );
+}
+
+#[test]
+fn close_code_1014_is_answered_in_kind_and_1004_gets_1002() {
+    let server = ws_server(&[]);
+    for (sent, answer) in [
+        (1014, 1014),
+        (1012, 1012),
+        (4999, 4999),
+        (1004, 1002),
+        (1016, 1002),
+    ] {
+        let mut client = join(&server);
+        send_raw(&mut client, &raw_frame(0x88, &u16::to_be_bytes(sent), true));
+        // Read by hand: tungstenite's client would judge the code itself.
+        let mut reply = Vec::new();
+        client.get_mut().read_to_end(&mut reply).unwrap();
+        assert_eq!(reply[0], 0x88, "{sent}: a close frame: {reply:?}");
+        assert_eq!(
+            usize::from(reply[1]) + 2,
+            reply.len(),
+            "{sent}: and nothing after it"
+        );
+        assert_eq!(u16::from_be_bytes([reply[2], reply[3]]), answer, "{sent}");
+    }
+}
+
+#[test]
+fn a_64_bit_length_with_the_top_bit_set_gets_1002() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    send_raw(&mut client, &raw_header_64(0x82, 1 << 63));
+    assert_eq!(close_code(&mut client), CloseCode::Protocol);
 }
 
 #[test]

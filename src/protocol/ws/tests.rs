@@ -319,11 +319,12 @@ fn the_sender_hears_its_messages_in_order_with_its_other_answers() {
 fn messages_before_a_broken_frame_reach_everyone_then_the_connection_fails() {
     // Autobahn 3.2-3.4, 4.1.3-4.2.5 and 5.15, and more of the kind: whatever breaks the
     // connection, the complete messages before it are delivered first, to the sender too.
-    let broken: [(&str, Vec<u8>, u16); 6] = [
+    let broken: [(&str, Vec<u8>, u16); 7] = [
         ("reserved bits", client_frame(0xa1, b"x"), 1002),
         ("reserved data opcode", client_frame(0x85, b"x"), 1002),
         ("reserved control opcode", client_frame(0x8b, b"x"), 1002),
         ("a stray continuation", client_frame(0x80, b"x"), 1002),
+        ("top bit of a 64-bit length", header_64(0x81, 1 << 63), 1002),
         ("an invalid close code", close_frame(1004, b""), 1002),
         ("invalid UTF-8", client_frame(0x81, &[0xff]), 1007),
     ];
@@ -398,6 +399,136 @@ fn broken_frames_get_the_close_code_that_says_why() {
         assert_eq!(close_code(&call.out), code, "{what}");
         assert_eq!(call.outcome.next, Next::CloseAfterFlush, "{what}");
         assert_eq!(call.stats.errors, 1, "{what}");
+    }
+}
+
+/// A header announcing `len` bytes in the 64-bit form, then a mask (RFC 6455 §5.2).
+fn header_64(first_byte: u8, len: u64) -> Vec<u8> {
+    let mut frame = vec![first_byte, 0x80 | 127];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame
+}
+
+#[test]
+fn a_64_bit_length_with_its_top_bit_set_gets_1002_not_1009() {
+    // "the most significant bit MUST be 0" (§5.2): whatever the rest says, it is no length.
+    for len in [1 << 63, (1 << 63) + 5, u64::MAX] {
+        for first_byte in [0x81, 0x82, 0x01, 0x89] {
+            let mut session = open_session();
+            let call = offer(&mut session, &header_64(first_byte, len));
+            assert_eq!(close_code(&call.out), 1002, "{first_byte:#x} {len:#x}");
+            assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+            assert_eq!(call.stats.errors, 1);
+        }
+    }
+    // Known from the length bytes alone: the mask need not come.
+    let mut session = open_session();
+    let call = offer(&mut session, &header_64(0x82, 1 << 63)[..10]);
+    assert_eq!(close_code(&call.out), 1002);
+    // The largest length the form allows is a length: too big for us, 1009.
+    let mut session = open_session();
+    let call = offer(&mut session, &header_64(0x82, (1 << 63) - 1));
+    assert_eq!(close_code(&call.out), 1009);
+}
+
+#[test]
+fn every_registered_close_code_is_answered_in_kind() {
+    // RFC 6455 §7.4.1, and IANA's registry since: 1012, 1013 and 1014 (bad gateway).
+    let valid = [
+        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000,
+        4999,
+    ];
+    for code in valid {
+        let mut session = open_session();
+        let call = offer(&mut session, &close_frame(code, b"bye"));
+        let mut answer = code.to_be_bytes().to_vec();
+        answer.extend_from_slice(b"bye");
+        assert_eq!(call.out, server_frame(0x88, &answer), "{code}");
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+        assert_eq!(call.stats.errors, 0, "{code}");
+    }
+}
+
+#[test]
+fn a_close_code_no_client_may_send_gets_1002() {
+    // 1004 reserved; 1005, 1006 and 1015 only for reporting (§7.4.1); 1016-2999 kept for
+    // the protocol's future; below 1000 and above 4999 unused (§7.4.2).
+    let invalid = [
+        0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ];
+    for code in invalid {
+        let mut session = open_session();
+        let call = offer(&mut session, &close_frame(code, b""));
+        assert_eq!(close_code(&call.out), 1002, "{code}");
+        assert_eq!(call.stats.errors, 1, "{code}");
+    }
+}
+
+#[test]
+fn close_codes_follow_the_rfc_and_the_iana_registry() {
+    let valid = (0..=u16::MAX).filter(|&c| is_valid_close_code(c));
+    let ranges: Vec<(u16, u16)> = valid.fold(Vec::new(), |mut ranges, code| {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == code => *end = code,
+            _ => ranges.push((code, code)),
+        }
+        ranges
+    });
+    assert_eq!(ranges, [(1000, 1003), (1007, 1014), (3000, 4999)]);
+}
+
+#[test]
+fn a_close_frame_is_checked_before_it_is_answered() {
+    let mut too_long = vec![0x88, 0x80 | 126, 0, 126];
+    too_long.extend_from_slice(&[0; 4 + 126]);
+    let cases: [(&str, Vec<u8>, u16); 7] = [
+        ("a 1-byte body", client_frame(0x88, &[0x03]), 1002),
+        (
+            "a reason that isn't UTF-8",
+            close_frame(1000, &[0xce, 0xba, 0xff]),
+            1007,
+        ),
+        (
+            "reserved bits",
+            client_frame(0xc8, &1000u16.to_be_bytes()),
+            1002,
+        ),
+        (
+            "fragmented",
+            client_frame(0x08, &1000u16.to_be_bytes()),
+            1002,
+        ),
+        ("unmasked", server_frame(0x88, &1000u16.to_be_bytes()), 1002),
+        ("over 125 bytes", too_long, 1002),
+        ("the biggest", close_frame(1000, &[b'a'; 123]), 1000),
+    ];
+    for (what, input, code) in cases {
+        let mut session = open_session();
+        let call = offer(&mut session, &input);
+        assert_eq!(close_code(&call.out), code, "{what}");
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush, "{what}");
+    }
+    // No body, no code: the answer has none either (§5.5.1).
+    let mut session = open_session();
+    let call = offer(&mut session, &client_frame(0x88, b""));
+    assert_eq!(call.out, server_frame(0x88, b""));
+}
+
+#[test]
+fn a_close_frame_in_pieces_is_answered_once_whole() {
+    let mut input = client_frame(0x81, b"before");
+    input.extend(close_frame(1014, b"bad gateway"));
+    let whole = offer(&mut open_session(), &input);
+    assert_eq!(close_code(&whole.out[8..]), 1014);
+    for cut in 1..input.len() {
+        let mut session = open_session();
+        let first = offer(&mut session, &input[..cut]);
+        assert_eq!(first.outcome.next, Next::Continue, "cut at {cut}");
+        // The loop keeps what was not consumed and offers it again with what comes next.
+        let second = offer(&mut session, &input[first.outcome.consumed..]);
+        assert_eq!(second.outcome.next, Next::CloseAfterFlush, "cut at {cut}");
+        assert_eq!([first.out, second.out].concat(), whole.out, "cut at {cut}");
     }
 }
 
