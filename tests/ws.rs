@@ -343,6 +343,41 @@ fn a_message_over_1_mib_gets_1009() {
 }
 
 #[test]
+fn max_message_sets_the_cap() {
+    let server = ws_server(&["--max-message", "4194304"]);
+    let mut sender = join(&server);
+    let mut listener = join(&server);
+    let message = "x".repeat(4 * 1024 * 1024);
+    sender.send(Message::text(message.clone())).unwrap();
+    assert_eq!(next_message(&mut sender), Message::text(message.clone()));
+    assert_eq!(next_message(&mut listener), Message::text(message));
+    sender
+        .send(Message::binary(vec![0u8; 4 * 1024 * 1024 + 1]))
+        .unwrap();
+    assert_eq!(close_code(&mut sender), CloseCode::Size);
+}
+
+#[test]
+fn max_message_is_at_least_a_control_frame_and_at_most_1_gib() {
+    for bad in ["124", "1073741825", "1M", ""] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sockloop"))
+            .args([
+                "--mode",
+                "ws",
+                "--addr",
+                "127.0.0.1:0",
+                "--max-message",
+                bad,
+            ])
+            .output()
+            .expect("run sockloop");
+        assert_eq!(output.status.code(), Some(2), "--max-message {bad}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains("--max-message"), "{bad}: {said}");
+    }
+}
+
+#[test]
 fn invalid_utf8_in_a_text_message_gets_1007() {
     let server = ws_server(&[]);
     let mut client = join(&server);

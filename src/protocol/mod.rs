@@ -141,6 +141,15 @@ impl Session {
         }
     }
 
+    /// The largest WebSocket message a ws session takes (`--max-message`); the other modes
+    /// have no messages to cap.
+    pub fn with_max_message(self, bytes: u32) -> Session {
+        match self {
+            Session::Ws(_) => Session::Ws(ws::WsSession::new(bytes)),
+            other => other,
+        }
+    }
+
     /// Offer the bytes the peer sent; see the module comment for the contract.
     pub fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, ctx: &mut Context) -> Outcome {
         match self {

@@ -50,11 +50,16 @@ use super::http::{BodyLength, HeadScan, RequestHead, Version};
 use super::responses::{self, ConnectionHeader, ErrorStatus};
 use super::{Context, Next, Outcome};
 
-/// The largest message we take, in one frame or in fragments; a bigger one gets 1009.
-pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+/// The largest message we take unless the operator says otherwise (`--max-message`), in one
+/// frame or in fragments; a bigger one gets 1009.
+pub const DEFAULT_MAX_MESSAGE: u32 = 1024 * 1024;
+/// The least `--max-message` may be: every control frame (a ping, a close) may carry 125
+/// bytes (RFC 6455 §5.5), and tungstenite applies the frame cap to them too.
+pub const MIN_MAX_MESSAGE: u32 = 125;
 /// A client with this much of the room's traffic still unread when the next message comes
-/// is closed with 1008 instead. What we hold for it stays under this plus one message, and
-/// one stuck browser tab can neither grow our memory without end nor hold up the others.
+/// is closed with 1008 instead; with a `--max-message` above it, a client may have one
+/// whole message unread, never two. What we hold for it stays under this plus one message,
+/// and one stuck browser tab can neither grow our memory without end nor hold up the others.
 pub const MAX_UNREAD: usize = 1024 * 1024;
 /// What every client hears first, as in the seed notes' server.js.
 pub const GREETING: &str = "hello, I am a server";
@@ -73,8 +78,10 @@ pub struct WsSession {
 #[derive(Debug)]
 enum State {
     /// Reading HTTP request heads with the HTTP mode's parser: the page, a 404, or the
-    /// opening handshake. The scan remembers how far a dripping head was searched.
-    Http(HeadScan),
+    /// opening handshake. The scan remembers how far a dripping head was searched; the cap
+    /// on messages waits here for the handshake, which hands it to the codec. (A u32, so
+    /// that it fits beside the enum's tag and the session stays two words.)
+    Http { scan: HeadScan, max_message: u32 },
     /// The handshake is done: WebSocket frames, through tungstenite's codec. Boxed: the
     /// codec is a few hundred bytes, and every slab entry of every mode would pay for it.
     Open(Box<Open>),
@@ -85,7 +92,10 @@ enum State {
 
 impl Default for State {
     fn default() -> State {
-        State::Http(HeadScan::default())
+        State::Http {
+            scan: HeadScan::default(),
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
     }
 }
 
@@ -99,13 +109,24 @@ struct Open {
 }
 
 impl WsSession {
+    /// A session that takes messages of up to `max_message` bytes (`--max-message`), and
+    /// never fewer than [`MIN_MAX_MESSAGE`].
+    pub fn new(max_message: u32) -> WsSession {
+        WsSession {
+            state: State::Http {
+                scan: HeadScan::default(),
+                max_message: max_message.max(MIN_MAX_MESSAGE),
+            },
+        }
+    }
+
     /// Offer the bytes the peer sent; see `protocol` for the contract.
     pub fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, ctx: &mut Context) -> Outcome {
         let mut consumed = 0;
         let mut answered = false;
         // HTTP request heads, one after another on a keep-alive connection, until one of
         // them upgrades the connection or closes it.
-        while let State::Http(scan) = &mut self.state {
+        while let State::Http { scan, .. } = &mut self.state {
             if out.len() >= ctx.out_budget {
                 return Outcome::new(consumed, Next::Continue).answered(answered);
             }
@@ -129,7 +150,7 @@ impl WsSession {
         }
 
         let next = match &mut self.state {
-            State::Http(_) => unreachable!("the loop above runs until the state changes"),
+            State::Http { .. } => unreachable!("the loop above runs until the state changes"),
             // Whatever followed the handshake in the same read is already frames.
             State::Open(open) => {
                 let (taken, next) = read_frames(open, &input[consumed..], out, ctx);
@@ -149,12 +170,12 @@ impl WsSession {
 
     /// True while a request head may be arriving: the header timeout applies then.
     pub fn in_request_head(&self) -> bool {
-        matches!(self.state, State::Http(_))
+        matches!(self.state, State::Http { .. })
     }
 
     /// The header timeout fired before the request head was complete: 408.
     pub fn on_header_timeout(&mut self, out: &mut Vec<u8>, ctx: &mut Context) -> Next {
-        if let State::Http(_) = self.state {
+        if let State::Http { .. } = self.state {
             out.extend_from_slice(ctx.responses.error(ErrorStatus::RequestTimeout));
         }
         self.state = State::Closed;
@@ -187,7 +208,8 @@ impl WsSession {
         let State::Open(open) = &mut self.state else {
             return Next::Continue;
         };
-        if unsent < MAX_UNREAD {
+        let max_message = open.codec.get_config().max_message_size.unwrap_or(0);
+        if unsent < MAX_UNREAD.max(max_message) {
             out.extend_from_slice(frame);
             return Next::Continue;
         }
@@ -279,14 +301,19 @@ impl WsSession {
             None,
         );
 
+        let max_message = match self.state {
+            State::Http { max_message, .. } => max_message as usize,
+            _ => DEFAULT_MAX_MESSAGE as usize,
+        };
         let config = WebSocketConfig::default()
             // tungstenite allocates its read buffer up front, 128 KiB by default: most of an
             // idle client's memory for nothing. It grows by itself for a big frame.
             .read_buffer_size(4 * 1024)
             // Each frame goes straight into our output; the loop batches the writes.
             .write_buffer_size(0)
-            .max_message_size(Some(MAX_MESSAGE_SIZE))
-            .max_frame_size(Some(MAX_MESSAGE_SIZE));
+            // One cap for a message and for a frame, which is at most a message.
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message));
         let mut codec = WebSocketContext::new(Role::Server, Some(config));
         let greeting = Message::Text(Utf8Bytes::from_static(GREETING));
         if let Err(e) = codec.write(&mut Wire::writer(out), greeting) {

@@ -55,16 +55,30 @@ fn upgrade_request_at(path: &str, key: &str, version: &str) -> Vec<u8> {
 
 /// A session past the handshake, and the greeting it sent.
 fn open_session() -> WsSession {
-    let mut session = WsSession::default();
+    open_session_with(WsSession::default())
+}
+
+fn open_session_with(mut session: WsSession) -> WsSession {
     let call = offer(&mut session, &upgrade_request(KEY, "13"));
     assert_eq!(call.outcome.next, Next::Continue);
     session
 }
 
-/// A frame as a client sends it (RFC 6455 §5.2): masked, payload under 126 bytes.
+/// A frame as a client sends it (RFC 6455 §5.2): masked, with the shortest length form.
 fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
+    let mut frame = vec![first_byte];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
@@ -378,7 +392,7 @@ fn broken_frames_get_the_close_code_that_says_why() {
     let too_big = {
         // A text frame announcing 1 MiB + 1 bytes: refused at its header.
         let mut frame = vec![0x81, 0x80 | 127];
-        frame.extend_from_slice(&(MAX_MESSAGE_SIZE as u64 + 1).to_be_bytes());
+        frame.extend_from_slice(&(u64::from(DEFAULT_MAX_MESSAGE) + 1).to_be_bytes());
         frame.extend_from_slice(&[1, 2, 3, 4]);
         frame
     };
@@ -533,6 +547,28 @@ fn a_close_frame_in_pieces_is_answered_once_whole() {
 }
 
 #[test]
+fn a_session_takes_messages_up_to_its_own_cap() {
+    let big = vec![b'a'; 3 * 1024 * 1024];
+    let mut session = open_session_with(WsSession::new(4 * 1024 * 1024));
+    let call = offer(&mut session, &client_frame(0x82, &big));
+    assert_eq!(call.outcome.next, Next::Continue);
+    assert_eq!(call.out.len(), 10 + big.len(), "echoed whole");
+
+    let mut session = open_session_with(WsSession::new(4 * 1024 * 1024));
+    let over = vec![b'a'; 4 * 1024 * 1024 + 1];
+    let call = offer(&mut session, &client_frame(0x82, &over));
+    assert_eq!(close_code(&call.out), 1009);
+
+    // The default is 1 MiB, and no cap is below a control frame's 125 bytes (§5.5).
+    let mut session = open_session();
+    let call = offer(&mut session, &client_frame(0x82, &big));
+    assert_eq!(close_code(&call.out), 1009);
+    let mut session = open_session_with(WsSession::new(1));
+    let call = offer(&mut session, &client_frame(0x89, &[7; 125]));
+    assert_eq!(call.out, server_frame(0x8a, &[7; 125]));
+}
+
+#[test]
 fn a_fragmented_message_over_the_limit_gets_1009() {
     let mut session = open_session();
     // 17 fragments of 64 KiB: 1 MiB + 64 KiB in all.
@@ -587,6 +623,21 @@ fn a_broadcast_is_sent_on_until_the_client_is_too_far_behind() {
 
     out.clear();
     let next = session.on_broadcast(&frame, MAX_UNREAD, &mut out, peer);
+    assert_eq!(next, Next::CloseAfterFlush);
+    assert_eq!(close_code(&out), 1008);
+}
+
+#[test]
+fn with_a_larger_cap_a_client_may_be_one_message_behind_not_two() {
+    let frame = server_frame(0x81, b"news");
+    let peer = "127.0.0.1:9".parse().unwrap();
+    let cap = 4 * 1024 * 1024;
+    let mut session = open_session_with(WsSession::new(cap as u32));
+    let mut out = Vec::new();
+    let next = session.on_broadcast(&frame, cap - 1, &mut out, peer);
+    assert_eq!((next, out.as_slice()), (Next::Continue, frame.as_slice()));
+    out.clear();
+    let next = session.on_broadcast(&frame, cap, &mut out, peer);
     assert_eq!(next, Next::CloseAfterFlush);
     assert_eq!(close_code(&out), 1008);
 }
