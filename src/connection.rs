@@ -367,6 +367,16 @@ impl Connection {
         self.set_phase(Phase::Flushing);
     }
 
+    /// The idle timeout fired: the session says its last word (a WebSocket close frame),
+    /// then we close, as after any answer.
+    pub fn idle_timeout(&mut self, scratch: &mut Scratch) {
+        scratch.output.clear();
+        self.session.on_idle_timeout(&mut scratch.output);
+        self.queue_output(&scratch.output, &mut scratch.pool);
+        scratch.output.clear();
+        self.set_phase(Phase::Flushing);
+    }
+
     /// The server is shutting down: the session says its last word (a WebSocket close
     /// frame) and whether it can go once that is written, or must answer the request in
     /// progress first. Returns false, having done nothing, if it was closing already.

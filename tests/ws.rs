@@ -81,6 +81,18 @@ fn raw_frame(first_byte: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     frame
 }
 
+/// The closing handshake ends as RFC 6455 §7.1.1 says it should: the server, having sent
+/// and received a close frame, closes the TCP connection. tungstenite's client reports
+/// that end of stream, and only that, as `ConnectionClosed`; an RST, a timeout or data
+/// after the close frame are other errors.
+fn assert_closed_cleanly(client: &mut Client) {
+    match client.read() {
+        Err(tungstenite::Error::ConnectionClosed) => {}
+        Err(e) => panic!("expected the server's clean close, got {e}"),
+        Ok(message) => panic!("expected the server's clean close, got {message:?}"),
+    }
+}
+
 /// A client-side frame with a 64-bit length field, written by hand: the header only.
 fn raw_header_64(first_byte: u8, len: u64) -> Vec<u8> {
     let mut frame = vec![first_byte, 0x80 | 127];
@@ -464,6 +476,38 @@ fn with_two_loops_a_broadcast_reaches_the_clients_of_both() {
             assert_eq!(next_message(client), Message::text(text.clone()));
         }
     }
+}
+
+#[test]
+fn an_idle_websocket_is_told_1001_before_the_close() {
+    let server = ws_server(&["--idle-timeout", "0.5"]);
+    let mut client = join(&server);
+    let started = Instant::now();
+    assert_eq!(close_code(&mut client), CloseCode::Away);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "the close frame came after {waited:?}"
+    );
+    // Our FIN right behind it, not at the 2 s a closing connection may take.
+    let started = Instant::now();
+    assert_closed_cleanly(&mut client);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(1), "FIN after {waited:?}");
+
+    // A page viewer on a kept-alive connection is not a WebSocket: no frame, only the close.
+    let mut viewer = server.connect();
+    viewer
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    viewer.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.trim_end().ends_with("</html>"),
+        "nothing after the page"
+    );
 }
 
 #[test]

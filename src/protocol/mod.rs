@@ -184,6 +184,15 @@ impl Session {
         }
     }
 
+    /// Nothing came for `--idle-timeout`: the session's last word, if its protocol has one
+    /// (a WebSocket close frame); http and echo say nothing. The connection then closes.
+    pub fn on_idle_timeout(&mut self, out: &mut Vec<u8>) -> Next {
+        match self {
+            Session::Echo | Session::Http(_) => Next::CloseAfterFlush,
+            Session::Ws(ws) => ws.on_idle_timeout(out),
+        }
+    }
+
     /// The server is shutting down. Returns `CloseAfterFlush` when the connection can go as
     /// soon as its pending output is written; `Continue` when it is mid-request and should
     /// close after answering it.

@@ -32,7 +32,8 @@
 //! - binary: echoed to its sender only;
 //! - ping: answered with a pong (tungstenite queues it, we write it);
 //! - close: answered with a close frame, then the connection closes (RFC 6455 §5.5.1);
-//! - anything broken: a close frame whose code says why (RFC 6455 §7.4.1), then close.
+//! - anything broken: a close frame whose code says why (RFC 6455 §7.4.1), then close;
+//! - silence for `--idle-timeout`: a close frame with 1001, then close.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -191,6 +192,17 @@ impl WsSession {
                 CloseCode::Away,
                 "server shutting down",
             );
+        }
+        self.state = State::Closed;
+        Next::CloseAfterFlush
+    }
+
+    /// Nothing came for `--idle-timeout`: an open WebSocket learns why before the close,
+    /// with 1001, "going away" (RFC 6455 §7.4.1), as at shutdown: the server is leaving this
+    /// connection. A connection still speaking HTTP gets nothing, as in http mode.
+    pub fn on_idle_timeout(&mut self, out: &mut Vec<u8>) -> Next {
+        if let State::Open(open) = &mut self.state {
+            close_with(&mut open.codec, out, CloseCode::Away, "idle timeout");
         }
         self.state = State::Closed;
         Next::CloseAfterFlush

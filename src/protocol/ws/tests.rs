@@ -651,6 +651,22 @@ fn shutdown_sends_1001() {
 }
 
 #[test]
+fn an_idle_websocket_gets_1001_and_an_idle_page_viewer_nothing() {
+    let mut session = open_session();
+    let mut out = Vec::new();
+    assert_eq!(session.on_idle_timeout(&mut out), Next::CloseAfterFlush);
+    let mut answer = 1001u16.to_be_bytes().to_vec();
+    answer.extend_from_slice(b"idle timeout");
+    assert_eq!(out, server_frame(0x88, &answer));
+
+    let mut page_viewer = WsSession::default();
+    offer(&mut page_viewer, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    out.clear();
+    assert_eq!(page_viewer.on_idle_timeout(&mut out), Next::CloseAfterFlush);
+    assert!(out.is_empty());
+}
+
+#[test]
 fn a_session_is_two_words_in_the_slab() {
     assert!(std::mem::size_of::<WsSession>() <= 2 * std::mem::size_of::<usize>());
 }
