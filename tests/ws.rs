@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
 type Client = WebSocket<TcpStream>;
@@ -114,14 +115,6 @@ fn http_exchange(server: &Server, request: &str) -> String {
         .read_to_end(&mut answer)
         .expect("read until the server closes");
     String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// The server's connection is gone: the client reads end of stream or an error.
-fn assert_closed(client: &mut Client) {
-    match client.read() {
-        Err(_) => {}
-        Ok(message) => panic!("expected the connection closed, got {message:?}"),
-    }
 }
 
 #[test]
@@ -324,15 +317,24 @@ fn a_ping_gets_a_pong() {
 fn a_close_frame_is_answered_and_the_connection_closed() {
     let server = ws_server(&[]);
     let mut client = join(&server);
-    client.close(None).unwrap();
-    // tungstenite reports the server's answering close frame, then the end of the stream.
-    loop {
-        match client.read() {
-            Ok(Message::Close(_)) | Ok(_) => continue,
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("expected a clean close, got {e}"),
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .unwrap();
+    // The server's answering close frame echoes our code and reason (RFC 6455 §5.5.1),
+    // then the end of the stream.
+    match client.read().expect("the answering close frame") {
+        Message::Close(Some(frame)) => {
+            assert_eq!(
+                (frame.code, frame.reason.as_str()),
+                (CloseCode::Normal, "bye")
+            );
         }
+        other => panic!("expected the answering close frame, got {other:?}"),
     }
+    assert_closed_cleanly(&mut client);
 }
 
 #[test]
@@ -512,20 +514,34 @@ fn an_idle_websocket_is_told_1001_before_the_close() {
 
 #[test]
 fn sigterm_sends_1001_to_every_client_and_exits_0() {
-    let mut server = ws_server(&["--threads", "2"]);
+    let mut server = ws_server(&["--threads", "2", "--shutdown-timeout", "10"]);
     let mut clients: Vec<Client> = (0..4).map(|_| join(&server)).collect();
     server.signal(libc::SIGTERM);
+    let signalled = Instant::now();
     for client in &mut clients {
         assert_eq!(close_code(client), CloseCode::Away);
     }
-    // Each client answers the close, as a browser would; the server then closes.
+    // Each client answers the close, as a browser would; the server has closed its side
+    // already, and the client reads the end of the stream. Checked while the server is
+    // still running (it waits for our FINs), and well before any of its timeouts (2 s
+    // without progress, 10 s to shut down): its exit, or a timeout, would close the
+    // sockets anyway.
     for client in &mut clients {
         let _ = client.close(None);
         let _ = client.flush();
+        assert_closed_cleanly(client);
     }
-    let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(1),
+        "the server's FINs came {closed_after:?} after the signal"
+    );
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited before the clients closed"
+    );
+    // Our FINs let it go.
+    drop(clients);
+    let status = server.wait_exit(Duration::from_secs(5)).expect("exited");
     assert_eq!(status.code(), Some(0), "{:?}", server.log);
-    for client in &mut clients {
-        assert_closed(client);
-    }
 }
