@@ -18,6 +18,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use mio::Token;
+
 /// What the room holds, across loops. The counters are only read to compare with the bound
 /// and to report; nothing else is published through them, so `Relaxed` is enough.
 #[derive(Debug, Default)]
@@ -65,6 +67,23 @@ impl RoomMemory {
 }
 
 /// One encoded message for the room, shared by every connection that has yet to send it.
+/// A frame a session of this loop asked to broadcast, and its sender's token: the sender
+/// wrote its own copy at once, in order with the rest of its output (`protocol::ws`), so the
+/// room must skip it.
+#[derive(Debug)]
+pub struct Said {
+    pub from: Token,
+    pub frame: Arc<[u8]>,
+}
+
+/// A frame on its way to the room's clients: counted once (`Frame`), with the sender's token
+/// when the sender is a client of this loop. From another loop there is no one here to skip.
+#[derive(Debug)]
+pub struct Post {
+    pub from: Option<Token>,
+    pub frame: Arc<Frame>,
+}
+
 pub struct Frame {
     bytes: Arc<[u8]>,
     /// The room's history before this frame, in bytes (see `RoomMemory::history`).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{Parser, ValueEnum};
 
-use crate::protocol::{responses, Mode};
+use crate::protocol::{responses, ws, Mode};
 
 /// A readiness-loop server written to be read: echo, HTTP and WebSocket modes on one mio loop.
 #[derive(Debug, Parser)]
@@ -68,6 +68,14 @@ pub struct Args {
     /// Content-Type of the page. [default: from the --body file's extension, else text/html]
     #[arg(long, value_name = "TYPE")]
     pub content_type: Option<String>,
+
+    /// ws mode: the largest message a client may send, in one frame or in fragments, in
+    /// bytes (125 to 1 GiB); a bigger one gets close code 1009. A message is held whole,
+    /// so each client may make the server hold about twice this.
+    #[arg(long, value_name = "BYTES", default_value_t = ws::DEFAULT_MAX_MESSAGE,
+          value_parser = clap::value_parser!(u32).range(i64::from(ws::MIN_MAX_MESSAGE)..=1 << 30))]
+    pub max_message: u32,
+
     /// Echo mode: move bytes socket → pipe → socket with splice(2), without copying them.
     #[arg(long)]
     pub splice: bool,
@@ -122,6 +130,8 @@ pub struct Config {
     pub content_type: String,
     /// Echo mode moves bytes with splice(2) (`--splice`, see `crate::splice`).
     pub splice: bool,
+    /// ws mode: the largest message a client may send (`--max-message`).
+    pub max_message: u32,
     /// How often to log a report (`--stats`), if at all.
     pub stats_every: Option<Duration>,
 }
@@ -164,6 +174,7 @@ impl Args {
             body,
             content_type,
             splice: self.splice,
+            max_message: self.max_message,
             stats_every: self.stats,
         })
     }

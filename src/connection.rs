@@ -19,7 +19,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::Token;
 
-use crate::broadcast::Frame;
+use crate::broadcast::{Frame, Said};
 use crate::buffers::BufferPool;
 use crate::output::Output;
 use crate::protocol::{Context, Delivery, Next, Session};
@@ -301,9 +301,13 @@ impl Connection {
             out_budget,
             peer: self.peer,
             stats: &mut scratch.stats,
-            broadcast: &mut scratch.outbox,
+            broadcast: &mut scratch.said,
         };
         let outcome = self.session.on_input(input, &mut scratch.output, &mut ctx);
+        // For the room, which will skip us: we have our own copy (see `room::Post`).
+        let from = self.token;
+        let said = scratch.said.drain(..).map(|frame| Said { from, frame });
+        scratch.outbox.extend(said);
         let consumed = outcome.consumed.min(input.len());
         self.answered |= outcome.answered;
         self.input_stalled = consumed < input.len() && scratch.output.len() >= out_budget;
@@ -359,10 +363,20 @@ impl Connection {
             out_budget: MAX_PENDING_OUTPUT,
             peer: self.peer,
             stats: &mut scratch.stats,
-            broadcast: &mut scratch.outbox,
+            broadcast: &mut scratch.said,
         };
         self.session
             .on_header_timeout(&mut scratch.output, &mut ctx);
+        self.queue_output(&scratch.output, &mut scratch.pool);
+        scratch.output.clear();
+        self.set_phase(Phase::Flushing);
+    }
+
+    /// The idle timeout fired: the session says its last word (a WebSocket close frame),
+    /// then we close, as after any answer.
+    pub fn idle_timeout(&mut self, scratch: &mut Scratch) {
+        scratch.output.clear();
+        self.session.on_idle_timeout(&mut scratch.output);
         self.queue_output(&scratch.output, &mut scratch.pool);
         scratch.output.clear();
         self.set_phase(Phase::Flushing);

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::broadcast::Said;
 use crate::buffers::{BufferPool, PageAligned};
 use crate::protocol::Responses;
 use crate::splice::Pipe;
@@ -33,9 +34,12 @@ pub struct Scratch {
     pub responses: Responses,
     /// This loop's counters, summed with the other loops' at exit.
     pub stats: Stats,
-    /// Frames the sessions asked to broadcast this round (ws mode), delivered by the room
-    /// once the round's events are handled.
-    pub outbox: Vec<Arc<[u8]>>,
+    /// Frames the session in its turn asked to broadcast (ws mode), which
+    /// `Connection::offer` moves to the outbox with the sender's token.
+    pub said: Vec<Arc<[u8]>>,
+    /// Frames the sessions asked to broadcast this round (ws mode), each with its sender,
+    /// delivered by the room once the round's events are handled.
+    pub outbox: Vec<Said>,
     /// Echo's way around `read_buffer` and `output` with `--splice`: bytes go socket → pipe
     /// → socket without a copy (see `splice`). `None` in other modes, without `--splice`,
     /// or once the pipe has failed.
@@ -50,6 +54,7 @@ impl Scratch {
             pool: BufferPool::new(),
             responses,
             stats: Stats::default(),
+            said: Vec::new(),
             outbox: Vec::new(),
             pipe,
         }

@@ -1,6 +1,6 @@
 //! Start-up and exit: bind the listening sockets, run one loop per thread, add up the totals.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use log::{error, info};
@@ -50,7 +50,7 @@ pub fn run(config: Config) -> Result<Finished, RunError> {
     let first = listener::listen(config.addr, config.backlog, config.reuse_port)?;
     let addr = first.local_addr;
     let somaxconn = listener::somaxconn().map_or_else(|| "unknown".to_string(), |n| n.to_string());
-    info!(
+    let listening = format!(
         "listening on {addr} mode={} backlog={} (effective {}, somaxconn {somaxconn}) {} threads={}",
         config.mode.name(),
         config.backlog,
@@ -65,17 +65,34 @@ pub fn run(config: Config) -> Result<Finished, RunError> {
 
     let config = Arc::new(config);
     let shared = Arc::new(Shared::default());
+    // Each loop says when it is built, its signal pipe registered: a SIGTERM before that
+    // would be lost to it (it would never stop), or, before any loop, kill the process
+    // with the default action. It says so whether or not building worked; one that panics
+    // drops its sender unsent, which also ends the wait.
+    let (built_tx, built) = mpsc::channel::<()>();
     let loops: Vec<_> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, socket)| {
             let config = Arc::clone(&config);
             let shared = Arc::clone(&shared);
+            let built_tx = built_tx.clone();
             thread::Builder::new()
                 .name(format!("loop-{i}"))
-                .spawn(move || EventLoop::new(i, socket, config, shared).and_then(EventLoop::run))
+                .spawn(move || {
+                    let event_loop = EventLoop::new(i, socket, config, shared);
+                    // The receiver is gone only if the main thread is, and then so are we.
+                    let _ = built_tx.send(());
+                    drop(built_tx);
+                    event_loop.and_then(EventLoop::run)
+                })
         })
         .collect();
+    drop(built_tx);
+    // Every loop built, or failed to be (its sender dropped unsent).
+    let _ = built.iter().count();
+    // Only now: whoever waits for this line (a test, a script) may signal us at once.
+    info!("{listening}");
 
     let mut totals = Stats::default();
     let mut cut_short_by = None;

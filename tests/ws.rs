@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
 type Client = WebSocket<TcpStream>;
@@ -34,8 +35,13 @@ fn join(server: &Server) -> Client {
 
 /// Open a WebSocket, leaving the greeting unread.
 fn connect(server: &Server) -> Client {
+    connect_at(server, "/")
+}
+
+/// Open a WebSocket at `path`, leaving the greeting unread.
+fn connect_at(server: &Server, path: &str) -> Client {
     let stream = server.connect();
-    let url = format!("ws://{}/", server.addr);
+    let url = format!("ws://{}{path}", server.addr);
     let (client, response) = tungstenite::client(url, stream).expect("WebSocket handshake");
     assert_eq!(response.status(), 101);
     client
@@ -76,6 +82,26 @@ fn raw_frame(first_byte: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     frame
 }
 
+/// The closing handshake ends as RFC 6455 §7.1.1 says it should: the server, having sent
+/// and received a close frame, closes the TCP connection. tungstenite's client reports
+/// that end of stream, and only that, as `ConnectionClosed`; an RST, a timeout or data
+/// after the close frame are other errors.
+fn assert_closed_cleanly(client: &mut Client) {
+    match client.read() {
+        Err(tungstenite::Error::ConnectionClosed) => {}
+        Err(e) => panic!("expected the server's clean close, got {e}"),
+        Ok(message) => panic!("expected the server's clean close, got {message:?}"),
+    }
+}
+
+/// A client-side frame with a 64-bit length field, written by hand: the header only.
+fn raw_header_64(first_byte: u8, len: u64) -> Vec<u8> {
+    let mut frame = vec![first_byte, 0x80 | 127];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0xa1, 0xb2, 0xc3, 0xd4]);
+    frame
+}
+
 fn send_raw(client: &mut Client, bytes: &[u8]) {
     client.get_mut().write_all(bytes).expect("write raw frame");
 }
@@ -89,14 +115,6 @@ fn http_exchange(server: &Server, request: &str) -> String {
         .read_to_end(&mut answer)
         .expect("read until the server closes");
     String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// The server's connection is gone: the client reads end of stream or an error.
-fn assert_closed(client: &mut Client) {
-    match client.read() {
-        Err(_) => {}
-        Ok(message) => panic!("expected the connection closed, got {message:?}"),
-    }
 }
 
 #[test]
@@ -118,6 +136,24 @@ fn get_slash_serves_the_chat_page() {
     assert!(answer.contains("new WebSocket(`ws://${location.host}/`)"));
     assert!(answer.contains("Client message: Hi!"));
     assert!(answer.trim_end().ends_with("</html>"));
+}
+
+#[test]
+fn a_websocket_opens_at_any_path() {
+    let server = ws_server(&[]);
+    let mut clients: Vec<Client> = ["/chat", "/rooms/42?nick=x", "/"]
+        .into_iter()
+        .map(|path| {
+            let mut client = connect_at(&server, path);
+            assert_eq!(next_message(&mut client), Message::text(GREETING));
+            client
+        })
+        .collect();
+    // One room, whatever the path.
+    clients[0].send(Message::text("from /chat")).unwrap();
+    for client in &mut clients {
+        assert_eq!(next_message(client), Message::text("from /chat"));
+    }
 }
 
 #[test]
@@ -189,8 +225,12 @@ fn a_text_message_reaches_every_client_including_the_sender() {
     clients[1]
         .send(Message::text("Client message: Hi!"))
         .unwrap();
+    clients[1].send(Message::text("and again")).unwrap();
+    // Each once, in order: the sender too, which has its own copy at once and none from
+    // the room.
     for client in &mut clients {
         assert_eq!(next_message(client), Message::text("Client message: Hi!"));
+        assert_eq!(next_message(client), Message::text("and again"));
     }
     let line = server.wait_for_log("received from", Duration::from_secs(5));
     assert!(
@@ -198,6 +238,53 @@ fn a_text_message_reaches_every_client_including_the_sender() {
             .is_some_and(|l| l.ends_with(": Client message: Hi!")),
         "{line:?}"
     );
+}
+
+#[test]
+fn close_code_1014_is_answered_in_kind_and_1004_gets_1002() {
+    let server = ws_server(&[]);
+    for (sent, answer) in [
+        (1014, 1014),
+        (1012, 1012),
+        (4999, 4999),
+        (1004, 1002),
+        (1016, 1002),
+    ] {
+        let mut client = join(&server);
+        send_raw(&mut client, &raw_frame(0x88, &u16::to_be_bytes(sent), true));
+        // Read by hand: tungstenite's client would judge the code itself.
+        let mut reply = Vec::new();
+        client.get_mut().read_to_end(&mut reply).unwrap();
+        assert_eq!(reply[0], 0x88, "{sent}: a close frame: {reply:?}");
+        assert_eq!(
+            usize::from(reply[1]) + 2,
+            reply.len(),
+            "{sent}: and nothing after it"
+        );
+        assert_eq!(u16::from_be_bytes([reply[2], reply[3]]), answer, "{sent}");
+    }
+}
+
+#[test]
+fn a_64_bit_length_with_the_top_bit_set_gets_1002() {
+    let server = ws_server(&[]);
+    let mut client = join(&server);
+    send_raw(&mut client, &raw_header_64(0x82, 1 << 63));
+    assert_eq!(close_code(&mut client), CloseCode::Protocol);
+}
+
+#[test]
+fn a_message_then_a_broken_frame_in_one_write_reaches_everyone_before_the_1002() {
+    let server = ws_server(&[]);
+    let mut sender = join(&server);
+    let mut listener = join(&server);
+    // Autobahn 3.2: a valid message, then one with a reserved bit, in one segment.
+    let mut bytes = raw_frame(0x81, b"last words", true);
+    bytes.extend(raw_frame(0xa1, b"bad", true));
+    send_raw(&mut sender, &bytes);
+    assert_eq!(next_message(&mut sender), Message::text("last words"));
+    assert_eq!(close_code(&mut sender), CloseCode::Protocol);
+    assert_eq!(next_message(&mut listener), Message::text("last words"));
 }
 
 #[test]
@@ -230,15 +317,24 @@ fn a_ping_gets_a_pong() {
 fn a_close_frame_is_answered_and_the_connection_closed() {
     let server = ws_server(&[]);
     let mut client = join(&server);
-    client.close(None).unwrap();
-    // tungstenite reports the server's answering close frame, then the end of the stream.
-    loop {
-        match client.read() {
-            Ok(Message::Close(_)) | Ok(_) => continue,
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("expected a clean close, got {e}"),
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .unwrap();
+    // The server's answering close frame echoes our code and reason (RFC 6455 §5.5.1),
+    // then the end of the stream.
+    match client.read().expect("the answering close frame") {
+        Message::Close(Some(frame)) => {
+            assert_eq!(
+                (frame.code, frame.reason.as_str()),
+                (CloseCode::Normal, "bye")
+            );
         }
+        other => panic!("expected the answering close frame, got {other:?}"),
     }
+    assert_closed_cleanly(&mut client);
 }
 
 #[test]
@@ -258,6 +354,62 @@ fn a_message_over_1_mib_gets_1009() {
         .send(Message::text("x".repeat(1024 * 1024 + 1)))
         .unwrap();
     assert_eq!(close_code(&mut client), CloseCode::Size);
+}
+
+#[test]
+fn max_message_sets_the_cap() {
+    let server = ws_server(&["--max-message", "4194304"]);
+    let mut sender = join(&server);
+    let mut listener = join(&server);
+    let message = "x".repeat(4 * 1024 * 1024);
+    sender.send(Message::text(message.clone())).unwrap();
+    assert_eq!(next_message(&mut sender), Message::text(message.clone()));
+    assert_eq!(next_message(&mut listener), Message::text(message));
+    sender
+        .send(Message::binary(vec![0u8; 4 * 1024 * 1024 + 1]))
+        .unwrap();
+    assert_eq!(close_code(&mut sender), CloseCode::Size);
+}
+
+#[test]
+fn max_message_is_at_least_a_control_frame_and_at_most_1_gib() {
+    for bad in ["124", "1073741825", "1M", ""] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sockloop"))
+            .args([
+                "--mode",
+                "ws",
+                "--addr",
+                "127.0.0.1:0",
+                "--max-message",
+                bad,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sockloop");
+        // Refused, it exits at once; taken, it would serve until killed.
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("--max-message {bad} was taken: the server started");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(2), "--max-message {bad}");
+        let mut said = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut said)
+            .unwrap();
+        assert!(said.contains("--max-message"), "{bad}: {said}");
+    }
 }
 
 #[test]
@@ -350,21 +502,68 @@ fn with_two_loops_a_broadcast_reaches_the_clients_of_both() {
 }
 
 #[test]
+fn an_idle_websocket_is_told_1001_before_the_close() {
+    let server = ws_server(&["--idle-timeout", "0.5"]);
+    let mut client = join(&server);
+    let started = Instant::now();
+    assert_eq!(close_code(&mut client), CloseCode::Away);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "the close frame came after {waited:?}"
+    );
+    // Our FIN right behind it, not at the 2 s a closing connection may take (the bound
+    // leaves room for a loaded machine).
+    let started = Instant::now();
+    assert_closed_cleanly(&mut client);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(1500), "FIN after {waited:?}");
+
+    // A page viewer on a kept-alive connection is not a WebSocket: no frame, only the close.
+    let mut viewer = server.connect();
+    viewer
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    viewer.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.trim_end().ends_with("</html>"),
+        "nothing after the page"
+    );
+}
+
+#[test]
 fn sigterm_sends_1001_to_every_client_and_exits_0() {
-    let mut server = ws_server(&["--threads", "2"]);
+    let mut server = ws_server(&["--threads", "2", "--shutdown-timeout", "10"]);
     let mut clients: Vec<Client> = (0..4).map(|_| join(&server)).collect();
     server.signal(libc::SIGTERM);
+    let signalled = Instant::now();
     for client in &mut clients {
         assert_eq!(close_code(client), CloseCode::Away);
     }
-    // Each client answers the close, as a browser would; the server then closes.
+    // Each client answers the close, as a browser would; the server has closed its side
+    // already, and the client reads the end of the stream. Checked while the server is
+    // still running (it waits for our FINs), and well before any of its timeouts (2 s
+    // without progress, 10 s to shut down): its exit, or a timeout, would close the
+    // sockets anyway.
     for client in &mut clients {
         let _ = client.close(None);
         let _ = client.flush();
+        assert_closed_cleanly(client);
     }
-    let status = server.wait_exit(Duration::from_secs(10)).expect("exited");
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after < Duration::from_millis(1500),
+        "the server's FINs came {closed_after:?} after the signal"
+    );
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited before the clients closed"
+    );
+    // Our FINs let it go.
+    drop(clients);
+    let status = server.wait_exit(Duration::from_secs(5)).expect("exited");
     assert_eq!(status.code(), Some(0), "{:?}", server.log);
-    for client in &mut clients {
-        assert_closed(client);
-    }
 }

@@ -190,7 +190,7 @@ impl EventLoop {
             self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let session = Session::new(self.config.mode);
+        let session = Session::new(self.config.mode).with_max_message(self.config.max_message);
         entry.insert(Connection::new(stream, token, peer, session, now));
         // HTTP (and ws, which starts as HTTP): the first request head is due within
         // --header-timeout of connecting.

@@ -74,9 +74,9 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why a connection ended, for the debug log line and the counts.
 #[derive(Debug)]
 pub enum Exit {
-    /// The conversation ended normally.
+    /// The conversation ended normally (an idle timeout too: its session's last word and
+    /// our FIN go out as after any answer).
     Done,
-    IdleTimeout,
     /// A closing connection made no progress: its peer stopped reading our last bytes, or
     /// never sent its FIN.
     LingerTimeout,
@@ -324,7 +324,20 @@ impl EventLoop {
     fn expire_timers(&mut self, now: Instant) {
         while let Some((key, kind)) = self.timers.pop_expired(&mut self.connections, now) {
             match kind {
-                Kind::Idle => self.close(key, Exit::IdleTimeout, now),
+                Kind::Idle => {
+                    let Some(conn) = self.connections.get_mut(key) else {
+                        continue;
+                    };
+                    debug!(
+                        "{}: nothing for {:?}: closing",
+                        conn.peer(),
+                        self.config.idle_timeout
+                    );
+                    self.scratch.stats.timeouts += 1;
+                    // The session's last word first (ws: a close frame), then our FIN.
+                    conn.idle_timeout(&mut self.scratch);
+                    self.drive(key, now);
+                }
                 Kind::Linger => self.close(key, Exit::LingerTimeout, now),
                 Kind::Header => {
                     let Some(conn) = self.connections.get_mut(key) else {
@@ -365,7 +378,7 @@ impl EventLoop {
             Exit::Done | Exit::CutShort => {}
             Exit::Failed(e) if is_reset(e) => stats.resets += 1,
             Exit::Failed(_) => stats.errors += 1,
-            Exit::IdleTimeout | Exit::LingerTimeout | Exit::ShutdownTimeout => stats.timeouts += 1,
+            Exit::LingerTimeout | Exit::ShutdownTimeout => stats.timeouts += 1,
         }
         let (bytes_in, bytes_out) = conn.traffic();
         debug!(
@@ -407,7 +420,6 @@ fn is_reset(e: &std::io::Error) -> bool {
 fn describe_exit(exit: &Exit) -> String {
     match exit {
         Exit::Done => "done".to_string(),
-        Exit::IdleTimeout => "idle timeout".to_string(),
         Exit::LingerTimeout => "no progress while closing".to_string(),
         Exit::ShutdownTimeout => "shutdown timeout".to_string(),
         Exit::CutShort => "second signal".to_string(),

@@ -50,7 +50,7 @@ use mio::{Registry, Waker};
 use super::io::Turn;
 use super::token::INBOX;
 use super::{EventLoop, Exit};
-use crate::broadcast::{Frame, RoomMemory};
+use crate::broadcast::{Frame, Post, RoomMemory};
 use crate::connection::MAX_PENDING_OUTPUT;
 
 /// What every loop of the process shares. Touched on accept and close, and once per
@@ -70,7 +70,7 @@ pub struct Shared {
 /// (`mio::Waker`) they poke so that its `epoll_wait` returns to deliver them.
 #[derive(Debug)]
 pub struct Inbox {
-    frames: Mutex<Vec<Arc<Frame>>>,
+    frames: Mutex<Vec<Post>>,
     waker: Waker,
     /// The room offset of the oldest frame this loop's clients have not begun to send
     /// (`u64::MAX`: none), as of its last delivery: how far behind its furthest-behind
@@ -96,18 +96,25 @@ impl EventLoop {
     /// deliver them here.
     pub(super) fn broadcast(&mut self, now: Instant) {
         let room = &self.shared.room;
-        let frames: Vec<Arc<Frame>> = self
+        let frames: Vec<Post> = self
             .scratch
             .outbox
             .drain(..)
-            .map(|bytes| Frame::new(bytes, room))
+            .map(|said| Post {
+                from: Some(said.from),
+                frame: Frame::new(said.frame, room),
+            })
             .collect();
         if let Some(own) = &self.inbox {
             for inbox in lock(&self.shared.inboxes).iter() {
                 if Arc::ptr_eq(inbox, own) {
                     continue;
                 }
-                lock(&inbox.frames).extend(frames.iter().cloned());
+                // The senders are all on this loop: nobody there to skip.
+                lock(&inbox.frames).extend(frames.iter().map(|post| Post {
+                    from: None,
+                    frame: Arc::clone(&post.frame),
+                }));
                 // An eventfd write: the other loop's epoll_wait returns with INBOX.
                 if let Err(e) = inbox.waker.wake() {
                     warn!("could not wake another loop for a broadcast: {e}");
@@ -129,7 +136,7 @@ impl EventLoop {
     /// Queue `frames` on every open connection whose session takes them, and write them
     /// now: "write first" here too. A client too far behind is closed by its session (1008)
     /// rather than buffered for; nobody is waited for. Then hold the room to its bound.
-    fn deliver(&mut self, frames: &[Arc<Frame>], now: Instant) {
+    fn deliver(&mut self, frames: &[Post], now: Instant) {
         for key in self.connection_keys() {
             if self.queue_frames(key, frames, now) {
                 self.drive(key, now);
@@ -139,12 +146,17 @@ impl EventLoop {
     }
 
     /// Queue `frames` for one connection; returns whether it has something new to write.
-    fn queue_frames(&mut self, key: usize, frames: &[Arc<Frame>], now: Instant) -> bool {
+    fn queue_frames(&mut self, key: usize, frames: &[Post], now: Instant) -> bool {
         let mut queued = false;
-        for frame in frames {
+        for post in frames {
             let Some(conn) = self.connections.get_mut(key) else {
                 return queued;
             };
+            // The sender wrote its own copy at once, in order with the rest of its output
+            // (`protocol::ws`): skip it.
+            if post.from == Some(conn.token()) {
+                continue;
+            }
             // Several frames in one round (a burst, or a 1 MiB message or two): before
             // more are queued behind a backlog, let the kernel take what it will, so that
             // a client that reads is not taken for one that doesn't.
@@ -162,7 +174,7 @@ impl EventLoop {
             let Some(conn) = self.connections.get_mut(key) else {
                 return queued;
             };
-            if !conn.take_broadcast(frame, &mut self.scratch) {
+            if !conn.take_broadcast(&post.frame, &mut self.scratch) {
                 break;
             }
             queued = true;

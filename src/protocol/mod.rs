@@ -14,9 +14,10 @@
 //!   with whatever arrives next appended.
 //! - [`Next`] says whether the connection stays open once `out` is written, and
 //!   [`Outcome::answered`] whether a request was completed (the header deadline restarts).
-//! - A WebSocket text message goes to every client, not just this one: the session can't
-//!   reach the others, so it leaves the encoded frame in [`Context::broadcast`] and the loop
-//!   delivers it (see [`Session::on_broadcast`]).
+//! - A WebSocket text message goes to every client, not just this one: the session writes
+//!   the sender's copy to `out` like any answer, but it can't reach the others, so it leaves
+//!   the encoded frame in [`Context::broadcast`] and the loop delivers it to every client
+//!   but the sender (see [`Session::on_broadcast`]).
 
 pub mod echo;
 pub mod http;
@@ -126,10 +127,11 @@ pub struct Context<'a> {
     /// The peer, for log lines.
     pub peer: SocketAddr,
     pub stats: &'a mut Stats,
-    /// Frames for every WebSocket client of every loop, the sender included (ws mode). A
-    /// server's frames are not masked (RFC 6455 §5.1), so one encoding serves every
-    /// recipient: the loops pass it around by reference, and each recipient's output queue
-    /// holds a reference to it, never a copy (`crate::broadcast`).
+    /// Frames for every other WebSocket client of every loop (ws mode); the sender has its
+    /// copy in `out` already, in order with the rest of its output. A server's frames are
+    /// not masked (RFC 6455 §5.1), so one encoding serves every recipient: the loops pass it
+    /// around by reference, and each recipient's output queue holds a reference to it, never
+    /// a copy (`crate::broadcast`).
     pub broadcast: &'a mut Vec<Arc<[u8]>>,
 }
 
@@ -148,6 +150,15 @@ impl Session {
             Mode::Echo => Session::Echo,
             Mode::Http => Session::Http(http::HttpSession::new()),
             Mode::Ws => Session::Ws(ws::WsSession::default()),
+        }
+    }
+
+    /// The largest WebSocket message a ws session takes (`--max-message`); the other modes
+    /// have no messages to cap.
+    pub fn with_max_message(self, bytes: u32) -> Session {
+        match self {
+            Session::Ws(_) => Session::Ws(ws::WsSession::new(bytes)),
+            other => other,
         }
     }
 
@@ -182,6 +193,15 @@ impl Session {
             Session::Echo => Next::CloseAfterFlush,
             Session::Http(http) => http.on_header_timeout(out, ctx),
             Session::Ws(ws) => ws.on_header_timeout(out, ctx),
+        }
+    }
+
+    /// Nothing came for `--idle-timeout`: the session's last word, if its protocol has one
+    /// (a WebSocket close frame); http and echo say nothing. The connection then closes.
+    pub fn on_idle_timeout(&mut self, out: &mut Vec<u8>) -> Next {
+        match self {
+            Session::Echo | Session::Http(_) => Next::CloseAfterFlush,
+            Session::Ws(ws) => ws.on_idle_timeout(out),
         }
     }
 

@@ -42,8 +42,12 @@ fn offer(session: &mut WsSession, input: &[u8]) -> Call {
 }
 
 fn upgrade_request(key: &str, version: &str) -> Vec<u8> {
+    upgrade_request_at("/", key, version)
+}
+
+fn upgrade_request_at(path: &str, key: &str, version: &str) -> Vec<u8> {
     format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
     )
     .into_bytes()
@@ -51,16 +55,30 @@ fn upgrade_request(key: &str, version: &str) -> Vec<u8> {
 
 /// A session past the handshake, and the greeting it sent.
 fn open_session() -> WsSession {
-    let mut session = WsSession::default();
+    open_session_with(WsSession::default())
+}
+
+fn open_session_with(mut session: WsSession) -> WsSession {
     let call = offer(&mut session, &upgrade_request(KEY, "13"));
     assert_eq!(call.outcome.next, Next::Continue);
     session
 }
 
-/// A frame as a client sends it (RFC 6455 §5.2): masked, payload under 126 bytes.
+/// A frame as a client sends it (RFC 6455 §5.2): masked, with the shortest length form.
 fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
+    let mut frame = vec![first_byte];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
@@ -76,6 +94,27 @@ fn server_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
 fn close_code(out: &[u8]) -> u16 {
     assert_eq!(out[0], 0x88, "not a close frame: {out:?}");
     u16::from_be_bytes([out[2], out[3]])
+}
+
+/// Split `out` into the server frames it holds (all under 64 KiB), each whole.
+fn frames(mut out: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    while !out.is_empty() {
+        let (header, len) = match out[1] {
+            126 => (4, usize::from(u16::from_be_bytes([out[2], out[3]]))),
+            len => (2, usize::from(len)),
+        };
+        frames.push(out[..header + len].to_vec());
+        out = &out[header + len..];
+    }
+    frames
+}
+
+/// A client's close frame with `code` and `reason`.
+fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut body = code.to_be_bytes().to_vec();
+    body.extend_from_slice(reason);
+    client_frame(0x88, &body)
 }
 
 fn text(out: &[u8]) -> String {
@@ -187,6 +226,18 @@ fn head_gets_the_page_headers_only() {
 }
 
 #[test]
+fn the_handshake_is_answered_at_any_path() {
+    for path in ["/chat", "/a/b/c", "/?room=1", "/x%20y"] {
+        let mut session = WsSession::default();
+        let call = offer(&mut session, &upgrade_request_at(path, KEY, "13"));
+        let out = text(&call.out);
+        assert!(out.starts_with("HTTP/1.1 101 "), "{path}: {out}");
+        assert!(out.contains(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")));
+        assert_eq!(call.outcome.next, Next::Continue, "{path}");
+    }
+}
+
+#[test]
 fn other_paths_get_404_and_other_methods_405() {
     let mut session = WsSession::default();
     let call = offer(&mut session, b"GET /chat HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -249,16 +300,67 @@ fn garbage_gets_400_and_an_endless_head_431() {
 }
 
 #[test]
-fn a_text_message_is_broadcast_not_answered() {
+fn a_text_message_goes_to_its_sender_at_once_and_to_the_room() {
     let mut session = open_session();
     let call = offer(&mut session, &client_frame(0x81, b"Client message: Hi!"));
-    assert!(call.out.is_empty());
+    let expected = server_frame(0x81, b"Client message: Hi!");
+    assert_eq!(call.out, expected, "the sender's own copy");
     assert_eq!(call.broadcast.len(), 1);
-    assert_eq!(
-        &call.broadcast[0][..],
-        &server_frame(0x81, b"Client message: Hi!")[..]
-    );
+    assert_eq!(&call.broadcast[0][..], &expected[..], "the others'");
     assert_eq!(call.stats.messages, 1);
+}
+
+#[test]
+fn the_sender_hears_its_messages_in_order_with_its_other_answers() {
+    let mut session = open_session();
+    let mut input = client_frame(0x81, b"one");
+    input.extend(client_frame(0x82, b"two"));
+    input.extend(client_frame(0x89, b"three"));
+    input.extend(client_frame(0x81, b"four"));
+    let call = offer(&mut session, &input);
+    assert_eq!(
+        frames(&call.out),
+        [
+            server_frame(0x81, b"one"),
+            server_frame(0x82, b"two"),
+            server_frame(0x8a, b"three"),
+            server_frame(0x81, b"four"),
+        ]
+    );
+}
+
+#[test]
+fn messages_before_a_broken_frame_reach_everyone_then_the_connection_fails() {
+    // Autobahn 3.2-3.4, 4.1.3-4.2.5 and 5.15, and more of the kind: whatever breaks the
+    // connection, the complete messages before it are delivered first, to the sender too.
+    let broken: [(&str, Vec<u8>, u16); 7] = [
+        ("reserved bits", client_frame(0xa1, b"x"), 1002),
+        ("reserved data opcode", client_frame(0x85, b"x"), 1002),
+        ("reserved control opcode", client_frame(0x8b, b"x"), 1002),
+        ("a stray continuation", client_frame(0x80, b"x"), 1002),
+        ("top bit of a 64-bit length", header_64(0x81, 1 << 63), 1002),
+        ("an invalid close code", close_frame(1004, b""), 1002),
+        ("invalid UTF-8", client_frame(0x81, &[0xff]), 1007),
+    ];
+    for (what, bad, code) in broken {
+        let mut input = client_frame(0x81, b"first");
+        input.extend(client_frame(0x01, b"sec"));
+        input.extend(client_frame(0x80, b"ond"));
+        input.extend(client_frame(0x89, b"ping"));
+        input.extend(bad);
+        input.extend(client_frame(0x81, b"never"));
+        let mut session = open_session();
+        let call = offer(&mut session, &input);
+        let out = frames(&call.out);
+        assert_eq!(out.len(), 4, "{what}: {out:?}");
+        assert_eq!(out[0], server_frame(0x81, b"first"), "{what}");
+        assert_eq!(out[1], server_frame(0x81, b"second"), "{what}");
+        assert_eq!(out[2], server_frame(0x8a, b"ping"), "{what}");
+        assert_eq!(close_code(&out[3]), code, "{what}");
+        let room: Vec<&[u8]> = call.broadcast.iter().map(|f| &f[..]).collect();
+        assert_eq!(room, [&out[0][..], &out[1][..]], "{what}");
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush, "{what}");
+    }
 }
 
 #[test]
@@ -290,7 +392,7 @@ fn broken_frames_get_the_close_code_that_says_why() {
     let too_big = {
         // A text frame announcing 1 MiB + 1 bytes: refused at its header.
         let mut frame = vec![0x81, 0x80 | 127];
-        frame.extend_from_slice(&(MAX_MESSAGE_SIZE as u64 + 1).to_be_bytes());
+        frame.extend_from_slice(&(u64::from(DEFAULT_MAX_MESSAGE) + 1).to_be_bytes());
         frame.extend_from_slice(&[1, 2, 3, 4]);
         frame
     };
@@ -312,6 +414,158 @@ fn broken_frames_get_the_close_code_that_says_why() {
         assert_eq!(call.outcome.next, Next::CloseAfterFlush, "{what}");
         assert_eq!(call.stats.errors, 1, "{what}");
     }
+}
+
+/// A header announcing `len` bytes in the 64-bit form, then a mask (RFC 6455 §5.2).
+fn header_64(first_byte: u8, len: u64) -> Vec<u8> {
+    let mut frame = vec![first_byte, 0x80 | 127];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame
+}
+
+#[test]
+fn a_64_bit_length_with_its_top_bit_set_gets_1002_not_1009() {
+    // "the most significant bit MUST be 0" (§5.2): whatever the rest says, it is no length.
+    for len in [1 << 63, (1 << 63) + 5, u64::MAX] {
+        for first_byte in [0x81, 0x82, 0x01, 0x89] {
+            let mut session = open_session();
+            let call = offer(&mut session, &header_64(first_byte, len));
+            assert_eq!(close_code(&call.out), 1002, "{first_byte:#x} {len:#x}");
+            assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+            assert_eq!(call.stats.errors, 1);
+        }
+    }
+    // Known from the length bytes alone: the mask need not come.
+    let mut session = open_session();
+    let call = offer(&mut session, &header_64(0x82, 1 << 63)[..10]);
+    assert_eq!(close_code(&call.out), 1002);
+    // The largest length the form allows is a length: too big for us, 1009.
+    let mut session = open_session();
+    let call = offer(&mut session, &header_64(0x82, (1 << 63) - 1));
+    assert_eq!(close_code(&call.out), 1009);
+}
+
+#[test]
+fn every_registered_close_code_is_answered_in_kind() {
+    // RFC 6455 §7.4.1, and IANA's registry since: 1012, 1013 and 1014 (bad gateway).
+    let valid = [
+        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000,
+        4999,
+    ];
+    for code in valid {
+        let mut session = open_session();
+        let call = offer(&mut session, &close_frame(code, b"bye"));
+        let mut answer = code.to_be_bytes().to_vec();
+        answer.extend_from_slice(b"bye");
+        assert_eq!(call.out, server_frame(0x88, &answer), "{code}");
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush);
+        assert_eq!(call.stats.errors, 0, "{code}");
+    }
+}
+
+#[test]
+fn a_close_code_no_client_may_send_gets_1002() {
+    // 1004 reserved; 1005, 1006 and 1015 only for reporting (§7.4.1); 1016-2999 kept for
+    // the protocol's future; below 1000 and above 4999 unused (§7.4.2).
+    let invalid = [
+        0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ];
+    for code in invalid {
+        let mut session = open_session();
+        let call = offer(&mut session, &close_frame(code, b""));
+        assert_eq!(close_code(&call.out), 1002, "{code}");
+        assert_eq!(call.stats.errors, 1, "{code}");
+    }
+}
+
+#[test]
+fn close_codes_follow_the_rfc_and_the_iana_registry() {
+    let valid = (0..=u16::MAX).filter(|&c| is_valid_close_code(c));
+    let ranges: Vec<(u16, u16)> = valid.fold(Vec::new(), |mut ranges, code| {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == code => *end = code,
+            _ => ranges.push((code, code)),
+        }
+        ranges
+    });
+    assert_eq!(ranges, [(1000, 1003), (1007, 1014), (3000, 4999)]);
+}
+
+#[test]
+fn a_close_frame_is_checked_before_it_is_answered() {
+    let mut too_long = vec![0x88, 0x80 | 126, 0, 126];
+    too_long.extend_from_slice(&[0; 4 + 126]);
+    let cases: [(&str, Vec<u8>, u16); 7] = [
+        ("a 1-byte body", client_frame(0x88, &[0x03]), 1002),
+        (
+            "a reason that isn't UTF-8",
+            close_frame(1000, &[0xce, 0xba, 0xff]),
+            1007,
+        ),
+        (
+            "reserved bits",
+            client_frame(0xc8, &1000u16.to_be_bytes()),
+            1002,
+        ),
+        (
+            "fragmented",
+            client_frame(0x08, &1000u16.to_be_bytes()),
+            1002,
+        ),
+        ("unmasked", server_frame(0x88, &1000u16.to_be_bytes()), 1002),
+        ("over 125 bytes", too_long, 1002),
+        ("the biggest", close_frame(1000, &[b'a'; 123]), 1000),
+    ];
+    for (what, input, code) in cases {
+        let mut session = open_session();
+        let call = offer(&mut session, &input);
+        assert_eq!(close_code(&call.out), code, "{what}");
+        assert_eq!(call.outcome.next, Next::CloseAfterFlush, "{what}");
+    }
+    // No body, no code: the answer has none either (§5.5.1).
+    let mut session = open_session();
+    let call = offer(&mut session, &client_frame(0x88, b""));
+    assert_eq!(call.out, server_frame(0x88, b""));
+}
+
+#[test]
+fn a_close_frame_in_pieces_is_answered_once_whole() {
+    let mut input = client_frame(0x81, b"before");
+    input.extend(close_frame(1014, b"bad gateway"));
+    let whole = offer(&mut open_session(), &input);
+    assert_eq!(close_code(&whole.out[8..]), 1014);
+    for cut in 1..input.len() {
+        let mut session = open_session();
+        let first = offer(&mut session, &input[..cut]);
+        assert_eq!(first.outcome.next, Next::Continue, "cut at {cut}");
+        // The loop keeps what was not consumed and offers it again with what comes next.
+        let second = offer(&mut session, &input[first.outcome.consumed..]);
+        assert_eq!(second.outcome.next, Next::CloseAfterFlush, "cut at {cut}");
+        assert_eq!([first.out, second.out].concat(), whole.out, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_session_takes_messages_up_to_its_own_cap() {
+    let big = vec![b'a'; 3 * 1024 * 1024];
+    let mut session = open_session_with(WsSession::new(4 * 1024 * 1024));
+    let call = offer(&mut session, &client_frame(0x82, &big));
+    assert_eq!(call.outcome.next, Next::Continue);
+    assert_eq!(call.out.len(), 10 + big.len(), "echoed whole");
+
+    let mut session = open_session_with(WsSession::new(4 * 1024 * 1024));
+    let over = vec![b'a'; 4 * 1024 * 1024 + 1];
+    let call = offer(&mut session, &client_frame(0x82, &over));
+    assert_eq!(close_code(&call.out), 1009);
+
+    // The default is 1 MiB, and no cap is below a control frame's 125 bytes (§5.5).
+    let mut session = open_session();
+    let call = offer(&mut session, &client_frame(0x82, &big));
+    assert_eq!(close_code(&call.out), 1009);
+    let mut session = open_session_with(WsSession::new(1));
+    let call = offer(&mut session, &client_frame(0x89, &[7; 125]));
+    assert_eq!(call.out, server_frame(0x8a, &[7; 125]));
 }
 
 #[test]
@@ -382,11 +636,40 @@ fn a_client_the_room_drops_gets_1008_however_little_it_owes() {
 }
 
 #[test]
+fn with_a_larger_cap_a_client_may_be_one_message_behind_not_two() {
+    let peer = "127.0.0.1:9".parse().unwrap();
+    let cap = 4 * 1024 * 1024;
+    let mut session = open_session_with(WsSession::new(cap as u32));
+    let mut out = Vec::new();
+    let next = session.on_broadcast(cap - 1, false, &mut out, peer);
+    assert_eq!((next, out.as_slice()), (Delivery::Send, &[][..]));
+    let next = session.on_broadcast(cap, false, &mut out, peer);
+    assert_eq!(next, Delivery::Close);
+    assert_eq!(close_code(&out), 1008);
+}
+
+#[test]
 fn shutdown_sends_1001() {
     let mut session = open_session();
     let mut out = Vec::new();
     assert_eq!(session.on_shutdown(&mut out), Next::CloseAfterFlush);
     assert_eq!(close_code(&out), 1001);
+}
+
+#[test]
+fn an_idle_websocket_gets_1001_and_an_idle_page_viewer_nothing() {
+    let mut session = open_session();
+    let mut out = Vec::new();
+    assert_eq!(session.on_idle_timeout(&mut out), Next::CloseAfterFlush);
+    let mut answer = 1001u16.to_be_bytes().to_vec();
+    answer.extend_from_slice(b"idle timeout");
+    assert_eq!(out, server_frame(0x88, &answer));
+
+    let mut page_viewer = WsSession::default();
+    offer(&mut page_viewer, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    out.clear();
+    assert_eq!(page_viewer.on_idle_timeout(&mut out), Next::CloseAfterFlush);
+    assert!(out.is_empty());
 }
 
 #[test]
