@@ -2,7 +2,7 @@
 //! costs in the session, i.e. the part of the server's CPU time per request that is ours and
 //! not the kernel's.
 //!
-//! Each call is made the way the event loop makes it (`event_loop.rs`, `offer`): the loop's
+//! Each call is made the way the event loop makes it (`Connection::offer`): the loop's
 //! output buffer is cleared, a `Context` lends the canned page, the output budget and the
 //! stats, and the session appends its answer. One session lives across the iterations, as
 //! one keep-alive connection does.

@@ -8,8 +8,10 @@
 //!   `SO_REUSEPORT`, `bind`, `listen(backlog)`.
 //! - [`event_loop`]: the spine. One `mio::Poll`, one listener, a slab of connections. Its
 //!   folder: `mod.rs` (the loop, `before_sleep`, the one close door), `accept.rs`, `io.rs`
-//!   (one connection moved forward), `signals.rs`, `room.rs` (ws broadcasts), `token.rs`.
-//! - [`connection`]: one client: its socket, the bytes we hold for it, what happens next.
+//!   (one connection moved forward), `signals.rs`, `room.rs` (ws broadcasts), `report.rs`
+//!   (SIGUSR1, `--stats`), `token.rs`.
+//! - [`connection`]: one client: its socket, the bytes we hold for it, what happens next;
+//!   `session.rs` beside it, what passes between it and its protocol session.
 //! - [`output`]: what a connection owes its peer, a queue of its own bytes and the room's
 //!   shared frames, written with one `sendmsg(2)` of many iovecs.
 //! - [`broadcast`]: a chat message's frame, one in memory however many clients send it,
@@ -19,7 +21,11 @@
 //! - [`splice`]: `--splice`, echo without copying: socket → pipe → socket with `splice(2)`.
 //! - [`timers`]: idle, header and linger deadlines as O(1) lists.
 //! - [`protocol`]: echo, HTTP and WebSocket as pure functions of bytes, no socket in sight;
-//!   `responses.rs` holds the canned answers both HTTP and ws send.
+//!   `responses.rs` holds the canned answers both HTTP and ws send; `http/` reads request
+//!   heads (`head.rs`, `grammar.rs`) and bodies (`body.rs`, `chunked/`); `ws/` runs the chat
+//!   room's protocol (`mod.rs`) and its frames (`frames.rs`).
+//! - [`tcp_info`]: the kernel's own view of a TCP socket (`TCP_INFO`, `SIOCINQ`,
+//!   `SIOCOUTQ`), for the trace and the reports.
 //! - [`stats`]: the counters behind the exit line.
 //!
 //! # The path of one request

@@ -45,8 +45,19 @@ pub fn run(config: Config) -> Result<Finished, RunError> {
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 
-    // The first listener resolves port 0; the others (one per extra loop) bind the port it
-    // got, each with SO_REUSEPORT, so the kernel spreads connections across the loops.
+    let (listeners, listening) = bind(&config)?;
+    let loops = start_loops(listeners, Arc::new(config));
+    // Only now: whoever waits for this line (a test, a script) may signal us at once.
+    info!("{listening}");
+    add_up(loops)
+}
+
+type LoopThread = std::io::Result<thread::JoinHandle<std::io::Result<Finished>>>;
+
+/// One listening socket per loop, and the start-up line that says what the kernel made of
+/// the first. The first listener resolves port 0; the others (one per extra loop) bind the
+/// port it got, each with SO_REUSEPORT, so the kernel spreads connections across the loops.
+fn bind(config: &Config) -> Result<(Vec<mio::net::TcpListener>, String), ListenError> {
     let first = listener::listen(config.addr, config.backlog, config.reuse_port)?;
     let addr = first.local_addr;
     let somaxconn = listener::somaxconn().map_or_else(|| "unknown".to_string(), |n| n.to_string());
@@ -62,15 +73,17 @@ pub fn run(config: Config) -> Result<Finished, RunError> {
     for _ in 1..config.threads {
         listeners.push(listener::listen(addr, config.backlog, true)?.socket);
     }
+    Ok((listeners, listening))
+}
 
-    let config = Arc::new(config);
+/// A thread per loop, returned once every loop is built, its signal pipe registered: a
+/// SIGTERM before that would be lost to it (it would never stop), or, before any loop, kill
+/// the process with the default action. A loop says so whether or not building worked; one
+/// that panics drops its sender unsent, which also ends the wait.
+fn start_loops(listeners: Vec<mio::net::TcpListener>, config: Arc<Config>) -> Vec<LoopThread> {
     let shared = Arc::new(Shared::default());
-    // Each loop says when it is built, its signal pipe registered: a SIGTERM before that
-    // would be lost to it (it would never stop), or, before any loop, kill the process
-    // with the default action. It says so whether or not building worked; one that panics
-    // drops its sender unsent, which also ends the wait.
     let (built_tx, built) = mpsc::channel::<()>();
-    let loops: Vec<_> = listeners
+    let loops = listeners
         .into_iter()
         .enumerate()
         .map(|(i, socket)| {
@@ -91,9 +104,11 @@ pub fn run(config: Config) -> Result<Finished, RunError> {
     drop(built_tx);
     // Every loop built, or failed to be (its sender dropped unsent).
     let _ = built.iter().count();
-    // Only now: whoever waits for this line (a test, a script) may signal us at once.
-    info!("{listening}");
+    loops
+}
 
+/// Wait for every loop to end, and add up their totals.
+fn add_up(loops: Vec<LoopThread>) -> Result<Finished, RunError> {
     let mut totals = Stats::default();
     let mut cut_short_by = None;
     let mut failed = 0;

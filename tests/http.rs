@@ -1,6 +1,6 @@
 //! HTTP mode as a client meets it, against the real binary.
 //!
-//! The protocol itself is tested in depth by the unit tests of `src/protocol/http.rs`,
+//! The protocol itself is tested in depth by the unit tests of `src/protocol/http/`,
 //! without a network. These tests ask what those cannot: does the page arrive whole through
 //! the loop and the kernel, is a connection kept or closed when it should be, and does a
 //! refused client read its error response to the end instead of a reset? First with an

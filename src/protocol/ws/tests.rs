@@ -1,5 +1,8 @@
 //! The ws session, fed the way the loop feeds it.
 
+use std::sync::Arc;
+
+use super::frames::{for_log, is_valid_close_code};
 use super::*;
 use crate::protocol::Responses;
 use crate::stats::Stats;

@@ -11,7 +11,6 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::trace;
@@ -19,12 +18,12 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::Token;
 
-use crate::broadcast::{Frame, Said};
 use crate::buffers::BufferPool;
 use crate::output::Output;
-use crate::protocol::{Context, Delivery, Next, Session};
-use crate::scratch::Scratch;
+use crate::protocol::Session;
 use crate::timers::{Kind, Link, Linked};
+
+mod session;
 
 /// Stop reading from a peer once this many of our bytes wait for it to read. Its further
 /// requests then stay in our socket's receive buffer; when that is full we advertise a zero
@@ -276,67 +275,6 @@ impl Connection {
         self.pending_output.push_buffer(buffer, pool);
     }
 
-    // ----- the session -----
-
-    /// Hand the session the first `n` bytes of the read buffer, after whatever it left
-    /// unconsumed last time, and keep what it does not consume now. Its answer is left in
-    /// `scratch.output`, for the loop to write next.
-    pub fn offer(&mut self, n: usize, scratch: &mut Scratch) {
-        let new_input = &scratch.read_buffer[..n];
-        scratch.output.clear();
-        // Usually nothing is held over and the session reads straight from the read buffer;
-        // only after a partial request are the new bytes appended to the held ones.
-        let held_over = !self.pending_input.is_empty();
-        if held_over {
-            self.pending_input.extend_from_slice(new_input);
-        }
-        let input: &[u8] = if held_over {
-            &self.pending_input
-        } else {
-            new_input
-        };
-        let out_budget = MAX_PENDING_OUTPUT.saturating_sub(self.unsent());
-        let mut ctx = Context {
-            responses: &scratch.responses,
-            out_budget,
-            peer: self.peer,
-            stats: &mut scratch.stats,
-            broadcast: &mut scratch.said,
-        };
-        let outcome = self.session.on_input(input, &mut scratch.output, &mut ctx);
-        // For the room, which will skip us: we have our own copy (see `room::Post`).
-        let from = self.token;
-        let said = scratch.said.drain(..).map(|frame| Said { from, frame });
-        scratch.outbox.extend(said);
-        let consumed = outcome.consumed.min(input.len());
-        self.answered |= outcome.answered;
-        self.input_stalled = consumed < input.len() && scratch.output.len() >= out_budget;
-        if held_over {
-            self.pending_input.drain(..consumed);
-            if self.pending_input.is_empty() {
-                scratch.pool.give_back(&mut self.pending_input);
-            }
-        } else if consumed < new_input.len() {
-            self.pending_input = scratch.pool.take();
-            self.pending_input.extend_from_slice(&new_input[consumed..]);
-        }
-        if outcome.next == Next::CloseAfterFlush {
-            self.set_phase(Phase::Flushing);
-        }
-    }
-
-    /// Input held back for lack of output room goes first, once there is room: offer it
-    /// again (with nothing new). Returns whether it did.
-    pub fn resume_stalled_input(&mut self, scratch: &mut Scratch) -> bool {
-        let room = self.unsent() < MAX_PENDING_OUTPUT;
-        if !(self.input_stalled && self.phase == Phase::Open && room) {
-            return false;
-        }
-        self.input_stalled = false;
-        self.offer(0, scratch);
-        true
-    }
-
     /// The peer has said all it will say, and every complete request it sent is answered
     /// (or queued): from here, finish writing, then close. Returns whether that began now.
     pub fn finish_after_peer(&mut self) -> bool {
@@ -353,107 +291,6 @@ impl Connection {
         self.set_phase(Phase::Lingering);
         pool.give_back(&mut self.pending_input);
         self.peer_closed
-    }
-
-    /// The header timeout fired: the session says so (HTTP answers 408), then we close.
-    pub fn header_timeout(&mut self, scratch: &mut Scratch) {
-        scratch.output.clear();
-        let mut ctx = Context {
-            responses: &scratch.responses,
-            out_budget: MAX_PENDING_OUTPUT,
-            peer: self.peer,
-            stats: &mut scratch.stats,
-            broadcast: &mut scratch.said,
-        };
-        self.session
-            .on_header_timeout(&mut scratch.output, &mut ctx);
-        self.queue_output(&scratch.output, &mut scratch.pool);
-        scratch.output.clear();
-        self.set_phase(Phase::Flushing);
-    }
-
-    /// The idle timeout fired: the session says its last word (a WebSocket close frame),
-    /// then we close, as after any answer.
-    pub fn idle_timeout(&mut self, scratch: &mut Scratch) {
-        scratch.output.clear();
-        self.session.on_idle_timeout(&mut scratch.output);
-        self.queue_output(&scratch.output, &mut scratch.pool);
-        scratch.output.clear();
-        self.set_phase(Phase::Flushing);
-    }
-
-    /// The server is shutting down: the session says its last word (a WebSocket close
-    /// frame) and whether it can go once that is written, or must answer the request in
-    /// progress first. Returns false, having done nothing, if it was closing already.
-    pub fn shutdown(&mut self, scratch: &mut Scratch) -> bool {
-        if self.phase != Phase::Open {
-            return false;
-        }
-        scratch.output.clear();
-        let unconsumed = self.pending_input.len();
-        let next = self.session.on_shutdown(unconsumed, &mut scratch.output);
-        self.queue_output(&scratch.output, &mut scratch.pool);
-        scratch.output.clear();
-        if next == Next::CloseAfterFlush {
-            self.set_phase(Phase::Flushing);
-        }
-        true
-    }
-
-    /// Another client said something to the room: queue `frame`, shared, if the session is
-    /// in the room and keeps up. A client too far behind is closed by its session (1008)
-    /// instead (`fall_behind`). Returns whether there is something new to write.
-    pub fn take_broadcast(&mut self, frame: &Arc<Frame>, scratch: &mut Scratch) -> bool {
-        if self.phase != Phase::Open {
-            return false;
-        }
-        scratch.output.clear();
-        let held = self.pending_output.held();
-        let delivery = self
-            .session
-            .on_broadcast(held, false, &mut scratch.output, self.peer);
-        match delivery {
-            Delivery::Skip => false,
-            Delivery::Send => {
-                self.pending_output.push_frame(frame);
-                true
-            }
-            Delivery::Close => {
-                self.fall_behind(scratch);
-                true
-            }
-        }
-    }
-
-    /// The room is over `--room-bytes` and this client is among the furthest behind: the
-    /// frames it has not begun go, and it gets its close frame (1008) as soon as the one it
-    /// is in the middle of is finished. A client closing already only lets go of its frames.
-    /// Returns how many frames it let go of.
-    pub fn leave_room(&mut self, scratch: &mut Scratch) -> usize {
-        if self.phase == Phase::Open {
-            scratch.output.clear();
-            let held = self.pending_output.held();
-            let delivery = self
-                .session
-                .on_broadcast(held, true, &mut scratch.output, self.peer);
-            if delivery == Delivery::Close {
-                return self.fall_behind(scratch);
-            }
-            scratch.output.clear();
-        }
-        self.pending_output.drop_unstarted_frames(&mut scratch.pool)
-    }
-
-    /// The session closed a client that fell behind, its close frame in the loop's output
-    /// buffer. The frames it has not begun go: it is not reading, and would only hold them
-    /// until the linger timeout; the close frame follows the one it is in the middle of.
-    /// Returns how many frames went.
-    fn fall_behind(&mut self, scratch: &mut Scratch) -> usize {
-        let dropped = self.pending_output.drop_unstarted_frames(&mut scratch.pool);
-        self.queue_output(&scratch.output, &mut scratch.pool);
-        scratch.output.clear();
-        self.set_phase(Phase::Flushing);
-        dropped
     }
 
     fn set_phase(&mut self, phase: Phase) {
