@@ -10,9 +10,7 @@
 //! [`RoomMemory`], one for the whole process, counts what the room holds: each frame's bytes
 //! once, from the moment a loop posts it until its last reference goes, whichever loops its
 //! recipients are on; and each recipient's slot for it. `--room-bytes` bounds that count
-//! (`event_loop::room` says who is dropped when it is over). Before, each recipient copied
-//! the frame into a buffer of its own: 30 clients that stopped reading 1 MiB messages held
-//! 1.7 MiB each.
+//! (`event_loop::room` says who is dropped when it is over).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -66,7 +64,6 @@ impl RoomMemory {
     }
 }
 
-/// One encoded message for the room, shared by every connection that has yet to send it.
 /// A frame a session of this loop asked to broadcast, and its sender's token: the sender
 /// wrote its own copy at once, in order with the rest of its output (`protocol::ws`), so the
 /// room must skip it.
@@ -84,6 +81,7 @@ pub struct Post {
     pub frame: Arc<Frame>,
 }
 
+/// One encoded message for the room, shared by every connection that has yet to send it.
 pub struct Frame {
     bytes: Arc<[u8]>,
     /// The room's history before this frame, in bytes (see `RoomMemory::history`).

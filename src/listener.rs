@@ -22,8 +22,9 @@
 //!    connections that finished the three-way handshake wait for `accept(2)` (Linux holds
 //!    backlog + 1, `sk_acceptq_is_full`). When it is full, an arriving SYN is dropped and
 //!    the client retransmits it (on Linux 6.18 once a second for the first few tries, then
-//!    backing off; `tcp_syn_linear_timeouts`): `connect` just takes longer. A handshake whose last ACK finds the queue full is kept half-open and that
-//!    ACK dropped, though the client already believes it is connected; only with
+//!    backing off; `tcp_syn_linear_timeouts`): `connect` just takes longer. A handshake
+//!    whose last ACK finds the queue full is kept half-open and that ACK dropped, though
+//!    the client already believes it is connected; only with
 //!    `net.ipv4.tcp_abort_on_overflow=1` does the client get RST instead (`tcp_check_req`).
 //!    Half-open connections wait in a second queue, capped by the same backlog; beyond it
 //!    Linux answers with SYN cookies (`net.ipv4.tcp_syncookies=1`), keeping no state and

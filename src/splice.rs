@@ -146,12 +146,13 @@ impl Pipe {
     /// pipe started empty and every slot holds at least one byte, so fewer bytes than
     /// slots means the pipe was not full, and the queue was empty.
     ///
-    /// The other places a splice stops short are taken care of elsewhere: TCP's urgent
-    /// mark and a queued FIN come flagged by epoll, and those rounds read(2) (see
-    /// `event_loop`). One is not: data in a packet's header area is copied into a fresh
-    /// page, and if that allocation failed, the splice would stop early. It is an order-0
-    /// GFP_KERNEL allocation, which the kernel retries rather than fails unless the process
-    /// is being killed for want of memory.
+    /// The other places a splice stops short are taken care of elsewhere: TCP's urgent mark
+    /// and a queued FIN come flagged by epoll, and those rounds read(2) (see
+    /// `Connection::note_event` and `may_splice`, and `read_once` in `event_loop/io.rs`).
+    /// One is not: data in a packet's header area is copied into a fresh page, and if that
+    /// allocation failed, the splice would stop early. It is an order-0 GFP_KERNEL
+    /// allocation, which the kernel retries rather than fails unless the process is being
+    /// killed for want of memory.
     ///
     /// So a splice of as many bytes as the pipe has slots, or more, costs one more call,
     /// which says EAGAIN: from 256 bytes with the 1 MiB pipe we ask for, from 16 bytes if

@@ -41,8 +41,10 @@ pub enum Phase {
     /// The session is done: write what is pending, then shut down our side.
     Flushing,
     /// Our FIN is sent (`shutdown(SHUT_WR)`). Read and discard until the peer's FIN, so that
-    /// the kernel never closes with unread input, which would send RST and could destroy
-    /// the response we just wrote before the peer reads it (RFC 9112 §9.6).
+    /// the kernel never closes with unread input, which would send RST instead (RFC 2525
+    /// §2.17, `__tcp_close`): the end of our answer still in flight would be lost with the
+    /// socket, and some stacks discard what the peer received but has not read yet
+    /// (RFC 9112 §9.6).
     Lingering,
 }
 
@@ -76,6 +78,11 @@ pub struct Connection {
     /// The session completed a request since the timer was last chosen: the header
     /// deadline restarts for the next one.
     answered: bool,
+    /// Closing because the idle timeout fired: counted as a timeout once, at close.
+    timed_out: bool,
+    /// Its last turn ended with input still waiting (`Step::Again`), and it is in the
+    /// loop's list for another turn after this round's events.
+    awaiting_turn: bool,
     bytes_in: u64,
     bytes_out: u64,
     opened: Instant,
@@ -103,6 +110,8 @@ impl Connection {
             read_to_eagain: false,
             input_stalled: false,
             answered: false,
+            timed_out: false,
+            awaiting_turn: false,
             bytes_in: 0,
             bytes_out: 0,
             opened: now,
@@ -139,6 +148,11 @@ impl Connection {
         self.opened
     }
 
+    /// Whether the idle timeout started this connection's close.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
     /// Whether the kernel has taken everything we had for this peer.
     pub fn owes_nothing(&self) -> bool {
         self.pending_output.is_empty()
@@ -173,11 +187,6 @@ impl Connection {
                 Phase::Flushing => false,
                 Phase::Lingering => true,
             }
-    }
-
-    /// Whether this round must read on until EAGAIN (see `read_to_eagain`).
-    pub fn read_to_eagain(&self) -> bool {
-        self.read_to_eagain
     }
 
     /// Whether the next bytes read can go straight back out: the session echoes, and
@@ -217,6 +226,18 @@ impl Connection {
         if flagged {
             self.read_to_eagain = true;
         }
+    }
+
+    /// Whether it is in the loop's list for another turn (see `set_awaiting_turn`).
+    pub fn awaiting_turn(&self) -> bool {
+        self.awaiting_turn
+    }
+
+    /// Put in, or taken from, the loop's list for another turn. Once there, an event for it
+    /// is only noted: driving it then too would give it two turns in one round, more than
+    /// its share, and a second place in the list.
+    pub fn set_awaiting_turn(&mut self, awaiting: bool) {
+        self.awaiting_turn = awaiting;
     }
 
     /// A read returned `n` > 0 bytes.

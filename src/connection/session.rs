@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Connection, Phase, MAX_PENDING_OUTPUT};
 use crate::broadcast::{Frame, Said};
-use crate::protocol::{Context, Delivery, Next};
+use crate::protocol::{Context, Delivery, Next, Session};
 use crate::scratch::Scratch;
 
 impl Connection {
@@ -36,7 +36,8 @@ impl Connection {
             broadcast: &mut scratch.said,
         };
         let outcome = self.session.on_input(input, &mut scratch.output, &mut ctx);
-        // For the room, which will skip us: we have our own copy (see `room::Post`).
+        // For the room, which will skip us: we have our own copy (`broadcast::Said`; the
+        // skip is in `room::queue_frames`).
         let from = self.token;
         let said = scratch.said.drain(..).map(|frame| Said { from, frame });
         scratch.outbox.extend(said);
@@ -60,8 +61,8 @@ impl Connection {
     /// Input held back for lack of output room goes first, once there is room: offer it
     /// again (with nothing new). Returns whether it did.
     pub fn resume_stalled_input(&mut self, scratch: &mut Scratch) -> bool {
-        let room = self.unsent() < MAX_PENDING_OUTPUT;
-        if !(self.input_stalled && self.phase == Phase::Open && room) {
+        let output_has_room = self.unsent() < MAX_PENDING_OUTPUT;
+        if !(self.input_stalled && self.phase == Phase::Open && output_has_room) {
             return false;
         }
         self.input_stalled = false;
@@ -71,6 +72,44 @@ impl Connection {
 
     /// The header timeout fired: the session says so (HTTP answers 408), then we close.
     pub fn header_timeout(&mut self, scratch: &mut Scratch) {
+        self.last_word(scratch, |session, out, ctx| {
+            session.on_header_timeout(out, ctx);
+            Next::CloseAfterFlush
+        });
+    }
+
+    /// The idle timeout fired: the session says its last word (a WebSocket close frame),
+    /// then we close, as after any answer. The close is counted as a timeout, whichever
+    /// way it ends (`timed_out`).
+    pub fn idle_timeout(&mut self, scratch: &mut Scratch) {
+        self.timed_out = true;
+        self.last_word(scratch, |session, out, _| {
+            session.on_idle_timeout(out);
+            Next::CloseAfterFlush
+        });
+    }
+
+    /// The server is stopping: the session says its last word (a WebSocket close frame)
+    /// and whether it can go once that is written, or must answer the request in progress
+    /// first. Returns false, having done nothing, if it was closing already.
+    pub fn server_stopping(&mut self, scratch: &mut Scratch) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        let unconsumed = self.pending_input.len();
+        self.last_word(scratch, |session, out, _| {
+            session.on_shutdown(unconsumed, out)
+        });
+        true
+    }
+
+    /// Let the session answer something that is not input (a timeout, the server
+    /// stopping): queue what it writes, and start closing if it says so.
+    fn last_word(
+        &mut self,
+        scratch: &mut Scratch,
+        say: impl FnOnce(&mut Session, &mut Vec<u8>, &mut Context) -> Next,
+    ) {
         scratch.output.clear();
         let mut ctx = Context {
             responses: &scratch.responses,
@@ -79,39 +118,12 @@ impl Connection {
             stats: &mut scratch.stats,
             broadcast: &mut scratch.said,
         };
-        self.session
-            .on_header_timeout(&mut scratch.output, &mut ctx);
-        self.queue_output(&scratch.output, &mut scratch.pool);
-        scratch.output.clear();
-        self.set_phase(Phase::Flushing);
-    }
-
-    /// The idle timeout fired: the session says its last word (a WebSocket close frame),
-    /// then we close, as after any answer.
-    pub fn idle_timeout(&mut self, scratch: &mut Scratch) {
-        scratch.output.clear();
-        self.session.on_idle_timeout(&mut scratch.output);
-        self.queue_output(&scratch.output, &mut scratch.pool);
-        scratch.output.clear();
-        self.set_phase(Phase::Flushing);
-    }
-
-    /// The server is shutting down: the session says its last word (a WebSocket close
-    /// frame) and whether it can go once that is written, or must answer the request in
-    /// progress first. Returns false, having done nothing, if it was closing already.
-    pub fn shutdown(&mut self, scratch: &mut Scratch) -> bool {
-        if self.phase != Phase::Open {
-            return false;
-        }
-        scratch.output.clear();
-        let unconsumed = self.pending_input.len();
-        let next = self.session.on_shutdown(unconsumed, &mut scratch.output);
+        let next = say(&mut self.session, &mut scratch.output, &mut ctx);
         self.queue_output(&scratch.output, &mut scratch.pool);
         scratch.output.clear();
         if next == Next::CloseAfterFlush {
             self.set_phase(Phase::Flushing);
         }
-        true
     }
 
     /// Another client said something to the room: queue `frame`, shared, if the session is

@@ -11,11 +11,13 @@
 //!    `shutdown(SHUT_WR)`;
 //! 3. **resume stalled input**: input held back because the peer was not reading our
 //!    answers is offered again once it has read some;
-//! 4. **read once**: `read(2)` (or `splice(2)` for echo with `--splice`), and hand what came
+//! 4. **finish after the peer**: once the peer has sent its FIN and every request it sent
+//!    is answered, the connection starts closing;
+//! 5. **read once**: `read(2)` (or `splice(2)` for echo with `--splice`), and hand what came
 //!    to the protocol, whose answer step 1 writes on the next round.
 //!
 //! Edge-triggered epoll reports new input once, so a turn goes on until a read says EAGAIN
-//! (or stops short, which means the same; see `read_once`). A level-triggered server such
+//! (or stops short, which means the same; see `short_read`). A level-triggered server such
 //! as Redis or nginx's default may read once per event and be woken again for the rest; we
 //! would not be, so a turn that stops early for fairness says `Again` and the loop comes
 //! back to the connection on its own.
@@ -25,7 +27,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::os::fd::AsFd;
 
-use log::{trace, warn};
+use log::{log_enabled, trace, warn, Level};
 use mio::net::TcpStream;
 use socket2::SockRef;
 
@@ -35,7 +37,7 @@ use crate::connection::{Connection, Phase};
 use crate::scratch::{Scratch, READ_BUFFER_SIZE};
 use crate::splice::PipeError;
 use crate::stats::Stats;
-use crate::tcp_info::Kernel;
+use crate::tcp_info::{self, Kernel, TcpState};
 
 /// Reads one connection may make before the others get a turn: 16 × 128 KiB = 2 MiB. A
 /// peer that sends as fast as we answer would otherwise keep us here for ever, and every
@@ -43,8 +45,8 @@ use crate::tcp_info::Kernel;
 const MAX_READS_PER_TURN: usize = 16;
 
 /// iovecs in one `sendmsg(2)`: one per chunk owed (see `output`). The kernel takes up to
-/// UIO_MAXIOV (1024); 64 is 1 KiB on our stack, and more than a send buffer's worth
-/// whenever the chunks are the room's frames of a few hundred bytes or more.
+/// UIO_MAXIOV (1024); 64 is 1 KiB on our stack. It bounds one call, not what is written:
+/// the loop calls `sendmsg` again until everything is out or the kernel says EAGAIN.
 const MAX_IOVECS: usize = 64;
 
 /// What a turn came to: what the loop does with the connection next.
@@ -81,8 +83,12 @@ impl Turn<'_> {
     fn round(&mut self, reads: &mut usize) -> ControlFlow<Step> {
         self.write_what_we_owe()?;
         self.finish_flushing()?;
-        // Either may have produced output or changed the phase: back to the top, to write.
-        if self.conn.resume_stalled_input(self.scratch) || self.conn.finish_after_peer() {
+        // Each of the next two may produce output or change the phase: if it does, back to
+        // the top, to write.
+        if self.conn.resume_stalled_input(self.scratch) {
+            return Continue(());
+        }
+        if self.conn.finish_after_peer() {
             return Continue(());
         }
         if !self.conn.should_read() {
@@ -187,18 +193,9 @@ impl Turn<'_> {
             Ok(0) => {
                 // FIN: the peer will send nothing more. In every mode that ends the
                 // conversation: finish writing what we owe (an echo server's half-close
-                // contract), then close. Which state it leaves us in depends on who spoke
-                // first (`tcp_fin`, net/ipv4/tcp_input.c): if the peer did, CLOSE_WAIT
-                // until we close too; if we did (Lingering), the kernel moves the 4-tuple
-                // into a TIME_WAIT socket of its own, the one `ss` shows, and leaves ours in
-                // CLOSE (`tcp_time_wait`, then `tcp_done`): that is what TCP_INFO reports.
-                let kernel = Kernel(self.conn.stream().as_fd());
-                match self.conn.phase() {
-                    Phase::Lingering => trace!(
-                        "{peer}: {call} → 0 (FIN, after ours: the 4-tuple is in TIME_WAIT, \
-                         see ss; this socket's {kernel})"
-                    ),
-                    _ => trace!("{peer}: {call} → 0 (FIN, the peer closed first; {kernel})"),
+                // contract), then close.
+                if log_enabled!(Level::Trace) {
+                    trace_fin(self.conn, call);
                 }
                 if self.conn.peer_sent_fin() {
                     return Break(Step::Close(Exit::Done));
@@ -328,7 +325,8 @@ impl Turn<'_> {
 /// and nothing else, so `Connection::unsent_written` finds where that leaves us. sendmsg(2)
 /// is writev(2) with flags, and the flag is why: MSG_NOSIGNAL, so that a peer gone since
 /// makes the call fail with EPIPE instead of raising SIGPIPE, as every other write here
-/// does (send(2) with the same flag, through std).
+/// does (send(2) with the same flag, through mio), except `--splice`'s, for which
+/// `server::run` ignores SIGPIPE.
 fn send_owed_until_blocked(
     conn: &mut Connection,
     answer: &[u8],
@@ -369,6 +367,31 @@ fn send_owed_until_blocked(
             }
         }
     }
+}
+
+/// The trace of a read that returned 0, with what the peer's FIN means for TIME_WAIT, in
+/// the kernel's words: who closed first is the socket's state to say, not our phase's (a
+/// FIN can wait unread in the queue while we flush and send ours). If the peer closed
+/// first, CLOSE_WAIT until we close too, or LAST_ACK if our FIN has gone since; TIME_WAIT
+/// is then the peer's. If we did, the peer's FIN made the kernel move the 4-tuple into a
+/// TIME_WAIT socket of its own, the one `ss` shows, and leave ours in CLOSE (`tcp_fin` →
+/// `tcp_time_wait` → `tcp_done`, net/ipv4/).
+fn trace_fin(conn: &Connection, call: &str) {
+    let fd = conn.stream().as_fd();
+    let meaning = match tcp_info::state(fd) {
+        Ok(TcpState::CloseWait) => "the peer closed first;",
+        Ok(TcpState::LastAck) => {
+            "the peer closed first, read after our FIN left: TIME_WAIT at the peer;"
+        }
+        Ok(TcpState::Close) => "after ours: the 4-tuple is in TIME_WAIT, see ss; this socket's",
+        Ok(TcpState::Closing) => "crossing ours: a simultaneous close;",
+        _ => "",
+    };
+    trace!(
+        "{}: {call} → 0 (FIN, {meaning} {})",
+        conn.peer(),
+        Kernel(fd)
+    );
 }
 
 /// `write(2)` `bytes` until all of it is written or the kernel says EAGAIN; returns how

@@ -4,8 +4,9 @@
 //! accept until the kernel says WouldBlock, or move that one connection forward as far as
 //! the kernel lets us. After the events, one named step, `before_sleep` (Redis's
 //! `beforeSleep`), does what no event announces: connections that used up their turn,
-//! timers, broadcasts, a paused accept, a periodic report, the end of a shutdown. The loop knows sockets and
-//! readiness, never a protocol: the sessions (`crate::protocol`) only see bytes.
+//! timers, broadcasts, a paused accept, a periodic report, the end of a shutdown. The loop
+//! knows sockets and readiness, never a protocol: the sessions (`crate::protocol`) only see
+//! bytes.
 //!
 //! The rooms of this folder:
 //! - `accept`: `accept(2)` until EAGAIN, `--max-conns`, the reserve descriptor;
@@ -84,6 +85,9 @@ pub enum Exit {
     ShutdownTimeout,
     /// A second signal: the server stops now.
     CutShort,
+    /// Dropped from a full room while stuck in a frame it does not read: closed now rather
+    /// than at the linger timeout (`room`).
+    RoomFull,
     /// A syscall failed: a reset (ECONNRESET, EPIPE) or worse.
     Failed(std::io::Error),
 }
@@ -116,8 +120,8 @@ pub struct EventLoop {
     cut_short_by: Option<i32>,
     /// Connections that used up their turn with input still waiting (see `io`), and the
     /// list being worked through; two, so that neither allocates after warming up.
-    ready: Vec<Token>,
-    ready_now: Vec<Token>,
+    turn_again: Vec<Token>,
+    turn_again_now: Vec<Token>,
     /// This loop's inbox, when other loops may broadcast to it.
     inbox: Option<Arc<Inbox>>,
 }
@@ -159,8 +163,8 @@ impl EventLoop {
             reporting: Reporting::new(config.stats_every, Instant::now()),
             shutdown: None,
             cut_short_by: None,
-            ready: Vec::new(),
-            ready_now: Vec::new(),
+            turn_again: Vec::new(),
+            turn_again_now: Vec::new(),
             inbox,
             config,
             shared,
@@ -207,7 +211,7 @@ impl EventLoop {
     /// turn, or a broadcast to be delivered: poll only to see who else is ready, then come
     /// back to it.
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() || !self.scratch.outbox.is_empty() {
+        if !self.turn_again.is_empty() || !self.scratch.outbox.is_empty() {
             return Some(Duration::ZERO);
         }
         let until = |at: Instant| at.saturating_duration_since(now);
@@ -225,7 +229,7 @@ impl EventLoop {
     /// What runs after the events, before the loop sleeps again. Returns true when the loop
     /// is finished: shutting down and no connection is left.
     fn before_sleep(&mut self, now: Instant) -> bool {
-        self.drive_ready(now);
+        self.drive_again(now);
         self.expire_timers(now);
         if !self.scratch.outbox.is_empty() {
             self.broadcast(now);
@@ -236,6 +240,12 @@ impl EventLoop {
         if self.reporting.due_at().is_some_and(|at| at <= now) {
             self.report(now);
         }
+        self.finish_shutdown(now)
+    }
+
+    /// Shutting down: once its deadline has passed, or a second signal came, close every
+    /// connection left. Returns true when none is left: the loop is done.
+    fn finish_shutdown(&mut self, now: Instant) -> bool {
         let Some(deadline) = self.shutdown else {
             return false;
         };
@@ -277,6 +287,10 @@ impl EventLoop {
             event.is_error()
         );
         conn.note_event(event);
+        // Its next turn is queued already, after these events (`drive_again`).
+        if conn.awaiting_turn() {
+            return;
+        }
         self.drive(key, now);
     }
 
@@ -291,12 +305,17 @@ impl EventLoop {
             scratch: &mut self.scratch,
         }
         .advance();
-        match step {
+        let again = match step {
             Step::Close(exit) => return self.close(key, exit, now),
-            Step::Again => self.ready.push(self.connections[key].token()),
-            Step::Wait => {}
-        }
+            Step::Again => true,
+            Step::Wait => false,
+        };
         let conn = &mut self.connections[key];
+        // Once in the list is enough (a timer or the room may drive it meanwhile).
+        if again && !conn.awaiting_turn() {
+            conn.set_awaiting_turn(true);
+            self.turn_again.push(conn.token());
+        }
         let active = conn.traffic() != traffic_before;
         if let Some(kind) = conn.wanted_timer(active) {
             self.timers.schedule(&mut self.connections, key, kind, now);
@@ -304,21 +323,21 @@ impl EventLoop {
     }
 
     /// Give another turn to the connections that used up theirs with input still waiting.
-    fn drive_ready(&mut self, now: Instant) {
-        let mut turn = std::mem::take(&mut self.ready_now);
-        std::mem::swap(&mut self.ready, &mut turn);
+    fn drive_again(&mut self, now: Instant) {
+        let mut turn = std::mem::take(&mut self.turn_again_now);
+        std::mem::swap(&mut self.turn_again, &mut turn);
         for token in turn.drain(..) {
             let key = token::key_of(token);
             // It may have closed, and its slot been reused, since it was queued.
-            if self
-                .connections
-                .get(key)
-                .is_some_and(|c| c.token() == token)
-            {
-                self.drive(key, now);
+            match self.connections.get_mut(key) {
+                Some(conn) if conn.token() == token => {
+                    conn.set_awaiting_turn(false);
+                    self.drive(key, now);
+                }
+                _ => {}
             }
         }
-        self.ready_now = turn; // keep the allocation for the next round
+        self.turn_again_now = turn; // keep the allocation for the next round
     }
 
     fn expire_timers(&mut self, now: Instant) {
@@ -333,8 +352,8 @@ impl EventLoop {
                         conn.peer(),
                         self.config.idle_timeout
                     );
-                    self.scratch.stats.timeouts += 1;
-                    // The session's last word first (ws: a close frame), then our FIN.
+                    // The session's last word first (ws: a close frame), then our FIN. The
+                    // timeout is counted once, at close (`Connection::timed_out`).
                     conn.idle_timeout(&mut self.scratch);
                     self.drive(key, now);
                 }
@@ -375,10 +394,13 @@ impl EventLoop {
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         let stats = &mut self.scratch.stats;
         match &exit {
-            Exit::Done | Exit::CutShort => {}
             Exit::Failed(e) if is_reset(e) => stats.resets += 1,
             Exit::Failed(_) => stats.errors += 1,
             Exit::LingerTimeout | Exit::ShutdownTimeout => stats.timeouts += 1,
+            // The idle timeout began it; whichever way it ended, it counts once.
+            Exit::Done | Exit::CutShort | Exit::RoomFull if conn.timed_out() => stats.timeouts += 1,
+            // Counted in room_drops when the room let it go.
+            Exit::Done | Exit::CutShort | Exit::RoomFull => {}
         }
         let (bytes_in, bytes_out) = conn.traffic();
         debug!(
@@ -423,6 +445,7 @@ fn describe_exit(exit: &Exit) -> String {
         Exit::LingerTimeout => "no progress while closing".to_string(),
         Exit::ShutdownTimeout => "shutdown timeout".to_string(),
         Exit::CutShort => "second signal".to_string(),
+        Exit::RoomFull => "dropped from a full room".to_string(),
         Exit::Failed(e) if is_reset(e) => format!("reset by peer: {e}"),
         Exit::Failed(e) => format!("error: {e}"),
     }

@@ -51,7 +51,7 @@ use super::io::Turn;
 use super::token::INBOX;
 use super::{EventLoop, Exit};
 use crate::broadcast::{Frame, Post, RoomMemory};
-use crate::connection::MAX_PENDING_OUTPUT;
+use crate::connection::{Phase, MAX_PENDING_OUTPUT};
 
 /// What every loop of the process shares. Touched on accept and close, and once per
 /// broadcast; never per request.
@@ -231,7 +231,7 @@ impl EventLoop {
                     self.shared.room.held()
                 );
             }
-            self.close(key, Exit::LingerTimeout, now);
+            self.close(key, Exit::RoomFull, now);
         }
     }
 
@@ -240,17 +240,22 @@ impl EventLoop {
         let Some(conn) = self.connections.get_mut(key) else {
             return;
         };
+        // One closing already (answering a close frame, say) only lets go of its frames: it
+        // gets no 1008, and is not counted as dropped.
+        let was_open = conn.phase() == Phase::Open;
         let room = &self.shared.room;
         let behind = room.history().saturating_sub(offset);
         let frames = conn.leave_room(&mut self.scratch);
-        info!(
-            "{}: the room holds {} B, over --room-bytes {}; furthest behind ({behind} B of \
-             the room's messages unsent): {frames} frames let go, closing it with 1008",
-            conn.peer(),
-            room.held(),
-            self.config.room_bytes,
-        );
-        self.scratch.stats.room_drops += 1;
+        if was_open {
+            info!(
+                "{}: the room holds {} B, over --room-bytes {}; furthest behind ({behind} B \
+                 of the room's messages unsent): {frames} frames let go, closing it with 1008",
+                conn.peer(),
+                room.held(),
+                self.config.room_bytes,
+            );
+            self.scratch.stats.room_drops += 1;
+        }
         self.drive(key, now);
     }
 

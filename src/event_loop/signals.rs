@@ -115,7 +115,7 @@ impl EventLoop {
             let Some(conn) = self.connections.get_mut(key) else {
                 continue;
             };
-            if conn.shutdown(&mut self.scratch) {
+            if conn.server_stopping(&mut self.scratch) {
                 self.drive(key, now);
             }
         }

@@ -219,7 +219,8 @@ impl Session {
 
     /// Another client said something to the room: whether this connection takes the frame
     /// (`Delivery::Send`; the loop queues it, shared) if it is an open WebSocket. `held` is
-    /// what we hold for it that its peer has not read yet: a client too far behind is closed
+    /// what we hold for it that the kernel has not taken yet (bytes, and a little for each
+    /// queued frame): a client too far behind is closed
     /// rather than buffered for without end, and so is one the room drops (`room_full`: the
     /// room's memory is over `--room-bytes`, and this client is among the furthest behind).
     pub fn on_broadcast(

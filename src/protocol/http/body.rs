@@ -48,7 +48,7 @@ pub(super) fn discard_body(body: &mut BodyProgress, rest: &[u8]) -> Step {
         }
         // The chunk-size line, held to RFC 9112 §7.1's grammar by `chunked`: a bare LF, a
         // bare CR or a control byte in it is a 400, never a line end and never content
-        // (httparse's parse_chunk_size took them, and that was a smuggling desync; chunked.rs
+        // (httparse's parse_chunk_size took them, and that was a smuggling desync; `chunked`
         // tells the story). Each call reads the line from its start again: it is at most
         // MAX_CHUNK_SIZE_LINE bytes, so even one dripped a byte per read costs little.
         BodyProgress::ChunkSize => match chunked::parse_chunk_line(rest, MAX_CHUNK_SIZE_LINE) {
@@ -76,7 +76,7 @@ pub(super) fn discard_body(body: &mut BodyProgress, rest: &[u8]) -> Step {
         // on_input answers as soon as it sees this; nothing is left to read.
         BodyProgress::Finished => Step::Consumed(0),
         // Trailer lines until the empty one (RFC 9112 §7.1.2). Unlike a head's lines, each
-        // must end in CRLF, and each must be a field line: chunked.rs says why. `scanned`
+        // must end in CRLF, and each must be a field line: `chunked` says why. `scanned`
         // counts the bytes of the lines already checked, so a dripped section is read once;
         // the section as a whole is bounded like a head, and answered 431 past that.
         BodyProgress::Trailers { scanned } => {

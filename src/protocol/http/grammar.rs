@@ -4,7 +4,9 @@
 
 /// Whether a Host value is `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2), which
 /// §3.2 asks us to check: anything else gets 400. `Host: a, b` (two hosts folded into one
-/// line, which a proxy might route by either) and `Host: evil/path` are what this catches.
+/// line, which a proxy might route by either: refused for its space) and `Host: evil/path`
+/// are what this catches. (`a,b` without the space passes: ',' is a sub-delim, which RFC
+/// 3986's reg-name allows, though no DNS name has one.)
 /// An empty value is refused too: RFC 9112 §3.2 lets a client send one when the target has
 /// no authority, which an origin-form request to a server always has; nginx refuses it.
 pub(super) fn valid_host(value: &[u8]) -> bool {

@@ -141,6 +141,7 @@ impl WsSession {
                 Ok(None) => return Outcome::new(consumed, Next::Continue).answered(answered),
                 Err(status) => {
                     debug!("{}: bad request head: {}", ctx.peer, status.status_line());
+                    ctx.stats.errors += 1;
                     out.extend_from_slice(ctx.responses.error(status));
                     (rest.len(), Next::CloseAfterFlush)
                 }
@@ -178,6 +179,7 @@ impl WsSession {
     /// The header timeout fired before the request head was complete: 408.
     pub fn on_header_timeout(&mut self, out: &mut Vec<u8>, ctx: &mut Context) -> Next {
         if let State::Http { .. } = self.state {
+            ctx.stats.errors += 1;
             out.extend_from_slice(ctx.responses.error(ErrorStatus::RequestTimeout));
         }
         self.state = State::Closed;
@@ -213,7 +215,7 @@ impl WsSession {
     /// `--max-message`, if larger) behind or the room is dropping it (`room_full`).
     pub fn on_broadcast(
         &mut self,
-        unsent: usize,
+        held: usize,
         room_full: bool,
         out: &mut Vec<u8>,
         peer: SocketAddr,
@@ -223,13 +225,13 @@ impl WsSession {
             return Delivery::Skip;
         };
         let max_message = open.codec.get_config().max_message_size.unwrap_or(0);
-        if unsent < MAX_UNREAD.max(max_message) && !room_full {
+        if held < MAX_UNREAD.max(max_message) && !room_full {
             return Delivery::Send;
         }
         // The frame in progress still goes out (the loop lets go of those not begun), so the
         // close frame lands on a frame boundary and the client learns why; from here on
         // nothing more is queued for it.
-        info!("{peer}: too slow, {unsent} bytes unread: closing it with 1008");
+        info!("{peer}: too slow, {held} bytes not yet taken by the kernel: closing it with 1008");
         close_with(
             &mut open.codec,
             out,
@@ -254,6 +256,7 @@ impl WsSession {
         if !matches!(head.method, "GET" | "HEAD") {
             // Nothing here takes a body, and one we did not read would be taken for the
             // next request.
+            ctx.stats.errors += 1;
             let headers = [("Allow", "GET, HEAD")];
             responses::write_response(
                 out,
@@ -266,6 +269,7 @@ impl WsSession {
             return Next::CloseAfterFlush;
         }
         if head.body != BodyLength::Empty {
+            ctx.stats.errors += 1;
             out.extend_from_slice(page.error(ErrorStatus::BadRequest));
             return Next::CloseAfterFlush;
         }
@@ -298,6 +302,11 @@ impl WsSession {
         }
         if head.websocket_version != Some(b"13".as_slice()) {
             return bad_handshake(out, ctx, "Sec-WebSocket-Version is not 13");
+        }
+        // A handshake has no body (RFC 6455 §4.1: the client sends a GET); bytes announced
+        // as one would be read as the first frames.
+        if head.body != BodyLength::Empty {
+            return bad_handshake(out, ctx, "a body on the opening handshake");
         }
         // The accept key is base64(SHA-1(key + a GUID)): proof that a WebSocket server, not
         // some HTTP server that ignored the Upgrade, read this very request.

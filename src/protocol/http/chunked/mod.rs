@@ -67,6 +67,8 @@
 //!   field line means the stream is not what its sender said it was, and that is the moment
 //!   to stop reading rather than guess.
 
+use super::grammar::is_tchar;
+
 /// What a line parser found at the start of its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status<T> {
@@ -268,11 +270,6 @@ enum Trailer {
     Value,
     /// The CR that ends a field line.
     Cr,
-}
-
-/// A `tchar` of RFC 9110 §5.6.2: the bytes of a token.
-fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// The C0 controls and DEL: CTL of RFC 5234 appendix B.1. HTAB is one, and each caller
