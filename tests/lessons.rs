@@ -249,7 +249,8 @@ fn http_connection_close_the_server_closes_first_and_keeps_the_time_wait() {
         )
         .expect("the server traced its FIN");
     assert!(
-        ours.contains("kernel: FIN_WAIT1") || ours.contains("kernel: FIN_WAIT2"),
+        ours.contains("we close first")
+            && (ours.contains("kernel: FIN_WAIT1") || ours.contains("kernel: FIN_WAIT2")),
         "{ours}"
     );
     drop(client);
@@ -313,7 +314,19 @@ fn echo_the_client_closes_first_the_server_passes_close_wait_and_the_client_keep
     wait_until("nothing left on the server's side", LONG, || {
         connection(server.addr, client_addr).is_none().then_some(())
     });
-    // The server's trace: the kernel's word when its read returned 0.
+    // The server's trace: the kernel's word when its read returned 0, and as its FIN left
+    // (LAST_ACK, or CLOSE if our ACK came back before the server asked: loopback).
+    let last = server
+        .wait_for_log(
+            &format!("{client_addr}: shutdown(SHUT_WR) → FIN sent"),
+            LONG,
+        )
+        .expect("the server traced its FIN");
+    assert!(
+        last.contains("after the peer's")
+            && (last.contains("kernel: LAST_ACK") || last.contains("kernel: CLOSE ")),
+        "{last}"
+    );
     let fin = server
         .wait_for_log(&format!("{client_addr}: read → 0 (FIN"), LONG)
         .expect("the server traced the client's FIN");

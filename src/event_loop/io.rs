@@ -161,13 +161,9 @@ impl Turn<'_> {
             trace!("{}: shutdown(SHUT_WR) → {e}", self.conn.peer());
             return Break(Step::Close(Exit::Failed(e)));
         }
-        // Our FIN is queued: FIN_WAIT1 until the peer acknowledges it, FIN_WAIT2 after; or
-        // LAST_ACK, if the peer's FIN came first (it was in CLOSE_WAIT).
-        trace!(
-            "{}: shutdown(SHUT_WR) → FIN sent; {}",
-            self.conn.peer(),
-            Kernel(self.conn.stream().as_fd())
-        );
+        if log_enabled!(Level::Trace) {
+            trace_shutdown(self.conn);
+        }
         if self.conn.fin_sent(&mut self.scratch.pool) {
             return Break(Step::Close(Exit::Done));
         }
@@ -389,6 +385,28 @@ fn trace_fin(conn: &Connection, call: &str) {
     };
     trace!(
         "{}: {call} → 0 (FIN, {meaning} {})",
+        conn.peer(),
+        Kernel(fd)
+    );
+}
+
+/// The trace of our FIN leaving, with the state it put the socket in. If we close first,
+/// FIN_WAIT1 until the peer acknowledges our FIN, FIN_WAIT2 after it, until the peer's own
+/// FIN; if the peer closed first (CLOSE_WAIT), LAST_ACK until it acknowledges ours, then
+/// CLOSE (`tcp_rcv_state_process`, net/ipv4/tcp_input.c). The state is read after the
+/// call returns, and on loopback, with no wire between the two kernels, the peer's ACK has
+/// often come back by then: FIN_WAIT2 or CLOSE at once.
+fn trace_shutdown(conn: &Connection) {
+    let fd = conn.stream().as_fd();
+    let meaning = match tcp_info::state(fd) {
+        Ok(TcpState::FinWait1) => "we close first, waiting for the peer's ACK;",
+        Ok(TcpState::FinWait2) => "we close first, acknowledged already; the peer's FIN next;",
+        Ok(TcpState::LastAck) => "after the peer's, waiting for its ACK;",
+        Ok(TcpState::Close) => "after the peer's, acknowledged already: done at our end;",
+        _ => "",
+    };
+    trace!(
+        "{}: shutdown(SHUT_WR) → FIN sent ({meaning} {})",
         conn.peer(),
         Kernel(fd)
     );
