@@ -18,7 +18,7 @@ bin=${1:?usage: benches/callgrind.sh PATH-TO-SOCKLOOP}
 duration=${DURATION:-5}
 only=${ONLY:-pipeline keepalive echo}
 here=$(cd "$(dirname "$0")/.." && pwd)
-echo_load=${ECHO_LOAD:-$here/target/release/examples/echo_load}
+echo_load=${ECHO_LOAD:-${CARGO_TARGET_DIR:-$here/target}/release/examples/echo_load}
 tmp=$(mktemp -d)
 server=
 # Whatever happens, leave no server behind.

@@ -18,14 +18,14 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-builds=${BUILDS:-$here/target/release/sockloop}
+builds=${BUILDS:-${CARGO_TARGET_DIR:-$here/target}/release/sockloop}
 stalled=${STALLED:-1000}
 seconds=${DURATION:-25}
 join=${JOIN:-before}
 window=${WINDOW:-1}
 extra=${EXTRA:-}
 out=${OUT:-$(mktemp -d)}
-flood=${FLOOD:-$here/target/release/examples/room_flood}
+flood=${FLOOD:-${CARGO_TARGET_DIR:-$here/target}/release/examples/room_flood}
 port=${PORT:-13100}
 mkdir -p "$out"
 

@@ -9,12 +9,13 @@ LOAD_SECONDS=${SECONDS_UNDER_LOAD:-60}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet --bin sockloop --example chaos
+release=${CARGO_TARGET_DIR:-target}/release
 
 tmp=$(mktemp -d)
 cleanup() { [ -n "${server:-}" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-target/release/sockloop --mode http --addr 127.0.0.1:0 2>"$tmp/server.log" &
+"$release/sockloop" --mode http --addr 127.0.0.1:0 2>"$tmp/server.log" &
 server=$!
 for _ in $(seq 50); do grep -q "listening on" "$tmp/server.log" && break; sleep 0.1; done
 addr=$(grep -o 'listening on [^ ]*' "$tmp/server.log" | awk '{print $3}')
@@ -27,7 +28,7 @@ rss_start=$(rss)
 echo "RSS at start: ${rss_start} KiB"
 
 echo "== ${LOAD_SECONDS}s of wrk -t1 -c100 with chaos beside it"
-target/release/examples/chaos --addr "$addr" --seconds "$LOAD_SECONDS" --threads 8 >"$tmp/chaos.out" &
+"$release/examples/chaos" --addr "$addr" --seconds "$LOAD_SECONDS" --threads 8 >"$tmp/chaos.out" &
 chaos=$!
 wrk -t1 -c100 -d"${LOAD_SECONDS}s" --timeout 5s "http://$addr/" | tee "$tmp/wrk.out"
 wait "$chaos"

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/autobahn
-binary=${SOCKLOOP:-target/release/sockloop}
+binary=${SOCKLOOP:-${CARGO_TARGET_DIR:-target}/release/sockloop}
 out=${OUT:-/tmp/sockloop-autobahn}
 venv=${KOSOKU_VENV:-/tmp/kvenv}
 

@@ -9,7 +9,7 @@ root="$(cd "$here/../.." && pwd)"
 
 if [ -z "${SOCKLOOP_BIN:-}" ]; then
     cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-    export SOCKLOOP_BIN="$root/target/release/sockloop"
+    export SOCKLOOP_BIN="${CARGO_TARGET_DIR:-$root/target}/release/sockloop"
 fi
 
 cd "$here"
