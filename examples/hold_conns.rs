@@ -20,6 +20,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+#[path = "shared/rlimit.rs"]
+mod rlimit;
+use rlimit::raise_descriptor_limit;
+
 #[derive(Debug, Parser)]
 #[command(about = "Open N connections, optionally make one HTTP request on each, hold them")]
 struct Args {
@@ -104,35 +108,6 @@ fn read_response(stream: &mut TcpStream) -> io::Result<()> {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         buffer.extend_from_slice(&chunk[..n]);
-    }
-    Ok(())
-}
-
-/// Each connection is a descriptor; the usual soft limit of 1024 is far below what we hold.
-/// Raise the soft limit towards the hard one (getrlimit(2)).
-fn raise_descriptor_limit(needed: usize) -> Result<(), String> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(format!("getrlimit: {}", io::Error::last_os_error()));
-        }
-        if limit.rlim_cur as usize >= needed {
-            return Ok(());
-        }
-        limit.rlim_cur = limit.rlim_max.min(needed as libc::rlim_t);
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            return Err(format!("setrlimit: {}", io::Error::last_os_error()));
-        }
-    }
-    if (limit.rlim_cur as usize) < needed {
-        return Err(format!(
-            "need {needed} descriptors, the hard limit is {}",
-            limit.rlim_max
-        ));
     }
     Ok(())
 }
