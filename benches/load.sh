@@ -181,7 +181,8 @@ command -v cargo >/dev/null || fail "cargo not found"
 say "building sockloop (release)"
 (cd "$ROOT" && cargo build --release --quiet --bin sockloop --example echo_load --example hold_conns) ||
     fail "cargo build failed"
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# cargo ran in $ROOT, so a relative CARGO_TARGET_DIR is relative to $ROOT.
+TARGET=$(cd "$ROOT" && realpath -m "${CARGO_TARGET_DIR:-target}")/release
 SOCKLOOP=$TARGET/sockloop
 ECHO_LOAD=$TARGET/examples/echo_load
 HOLD_CONNS=$TARGET/examples/hold_conns
@@ -1145,7 +1146,7 @@ fi
 if [[ -n ${LOG_DIR:-} ]]; then
     CHART=$LOG_DIR/load.svg
 else
-    CHART=${CARGO_TARGET_DIR:-$ROOT/target}/load/load-$(date -u +%Y%m%d-%H%M%S).svg
+    CHART=$(dirname "$TARGET")/load/load-$(date -u +%Y%m%d-%H%M%S).svg
 fi
 draw_chart() {
     local n=${#CHART_PANELS[@]} cols rows i title ylabel

@@ -336,6 +336,49 @@ fn echo_the_client_closes_first_the_server_passes_close_wait_and_the_client_keep
     );
 }
 
+/// A client that sends `Connection: close` and its FIN together closes first, though the
+/// server's read(2) sees the FIN only after the server has sent its own: a flushing
+/// connection reads nothing, so the FIN waits in the queue. The kernel's state says who was
+/// first: CLOSE_WAIT before our FIN, LAST_ACK after it, and CLOSE once the client (in
+/// FIN_WAIT2, which acknowledges at once: `tcp_fin` → `tcp_send_ack`) has acknowledged
+/// it. The TIME_WAIT is the client's. RFC 793 §3.5.
+#[test]
+fn a_client_that_half_closes_with_its_request_closes_first_though_the_server_reads_its_fin_last() {
+    let mut server = start_logging(&["--mode", "http"], "trace");
+    let mut client = server.connect();
+    let client_addr = client.local_addr().unwrap();
+    // Stopped, the server cannot read before both the request and the FIN are in.
+    stop(&server);
+    client.write_all(GET_CLOSE).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    wait_until("the server's side in CLOSE_WAIT", LONG, || {
+        connection(server.addr, client_addr).filter(|e| e.state == TcpState::CloseWait)
+    });
+    server.signal(libc::SIGCONT);
+    let (reply, reset) = read_to_close(&mut client);
+    assert!(reply.starts_with(b"HTTP/1.1 200 OK\r\n") && !reset);
+    wait_until("the client's side in TIME_WAIT", LONG, || {
+        connection(client_addr, server.addr).filter(|e| e.state == TcpState::TimeWait)
+    });
+    let ours = server
+        .wait_for_log(
+            &format!("{client_addr}: shutdown(SHUT_WR) → FIN sent"),
+            LONG,
+        )
+        .expect("the server traced its FIN");
+    assert!(ours.contains("after the peer's"), "{ours}");
+    let fin = server
+        .wait_for_log(&format!("{client_addr}: read → 0 (FIN"), LONG)
+        .expect("the server traced the client's FIN");
+    assert!(
+        fin.contains("the peer closed first") && !fin.contains("after ours"),
+        "{fin}"
+    );
+    wait_until("nothing left on the server's side", LONG, || {
+        connection(server.addr, client_addr).is_none().then_some(())
+    });
+}
+
 // ----- close(2) with unread input -----
 
 /// close(2) on a socket with unread input sends RST, not just FIN (RFC 2525 §2.17, which

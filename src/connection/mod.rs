@@ -80,6 +80,9 @@ pub struct Connection {
     answered: bool,
     /// Closing because the idle timeout fired: counted as a timeout once, at close.
     timed_out: bool,
+    /// Whether our FIN was the first, as `TCP_INFO` said when it left: read only when the
+    /// trace is on, for the trace of the peer's FIN (see `event_loop::io::trace_fin`).
+    closed_first: Option<bool>,
     /// Its last turn ended with input still waiting (`Step::Again`), and it is in the
     /// loop's list for another turn after this round's events.
     awaiting_turn: bool,
@@ -111,6 +114,7 @@ impl Connection {
             input_stalled: false,
             answered: false,
             timed_out: false,
+            closed_first: None,
             awaiting_turn: false,
             bytes_in: 0,
             bytes_out: 0,
@@ -226,6 +230,17 @@ impl Connection {
         if flagged {
             self.read_to_eagain = true;
         }
+    }
+
+    /// Whether our FIN went first, if the trace asked the kernel when it left.
+    pub fn closed_first(&self) -> Option<bool> {
+        self.closed_first
+    }
+
+    /// What the kernel's state said as our FIN left: FIN_WAIT1/2, we closed first;
+    /// LAST_ACK or CLOSE, the peer did.
+    pub fn note_closed_first(&mut self, we_did: bool) {
+        self.closed_first = Some(we_did);
     }
 
     /// Whether it is in the loop's list for another turn (see `set_awaiting_turn`).

@@ -368,19 +368,27 @@ fn send_owed_until_blocked(
 /// The trace of a read that returned 0, with what the peer's FIN means for TIME_WAIT, in
 /// the kernel's words: who closed first is the socket's state to say, not our phase's (a
 /// FIN can wait unread in the queue while we flush and send ours). If the peer closed
-/// first, CLOSE_WAIT until we close too, or LAST_ACK if our FIN has gone since; TIME_WAIT
-/// is then the peer's. If we did, the peer's FIN made the kernel move the 4-tuple into a
-/// TIME_WAIT socket of its own, the one `ss` shows, and leave ours in CLOSE (`tcp_fin` →
-/// `tcp_time_wait` → `tcp_done`, net/ipv4/).
+/// first, CLOSE_WAIT until we close too, then LAST_ACK once our FIN has gone, and CLOSE
+/// once the peer has acknowledged it; TIME_WAIT is then the peer's. If we did, the peer's
+/// FIN made the kernel move the 4-tuple into a TIME_WAIT socket of its own, the one `ss`
+/// shows, and leave ours in CLOSE too (`tcp_fin` → `tcp_time_wait` → `tcp_done`,
+/// net/ipv4/). So CLOSE alone does not say who was first: the state our FIN left us in
+/// does (`trace_shutdown`).
 fn trace_fin(conn: &Connection, call: &str) {
     let fd = conn.stream().as_fd();
-    let meaning = match tcp_info::state(fd) {
-        Ok(TcpState::CloseWait) => "the peer closed first;",
-        Ok(TcpState::LastAck) => {
+    let meaning = match (tcp_info::state(fd), conn.closed_first()) {
+        (Ok(TcpState::CloseWait), _) => "the peer closed first;",
+        (Ok(TcpState::LastAck), _) => {
             "the peer closed first, read after our FIN left: TIME_WAIT at the peer;"
         }
-        Ok(TcpState::Close) => "after ours: the 4-tuple is in TIME_WAIT, see ss; this socket's",
-        Ok(TcpState::Closing) => "crossing ours: a simultaneous close;",
+        (Ok(TcpState::Close), Some(false)) => {
+            "the peer closed first, read after both FINs were acknowledged: TIME_WAIT at \
+             the peer;"
+        }
+        (Ok(TcpState::Close), _) => {
+            "after ours: the 4-tuple is in TIME_WAIT, see ss; this socket's"
+        }
+        (Ok(TcpState::Closing), _) => "crossing ours: a simultaneous close;",
         _ => "",
     };
     trace!(
@@ -390,26 +398,39 @@ fn trace_fin(conn: &Connection, call: &str) {
     );
 }
 
-/// The trace of our FIN leaving, with the state it put the socket in. If we close first,
-/// FIN_WAIT1 until the peer acknowledges our FIN, FIN_WAIT2 after it, until the peer's own
-/// FIN; if the peer closed first (CLOSE_WAIT), LAST_ACK until it acknowledges ours, then
-/// CLOSE (`tcp_rcv_state_process`, net/ipv4/tcp_input.c). The state is read after the
-/// call returns, and on loopback, with no wire between the two kernels, the peer's ACK has
-/// often come back by then: FIN_WAIT2 or CLOSE at once.
-fn trace_shutdown(conn: &Connection) {
+/// The trace of our FIN leaving, with the state it put the socket in, which the trace of
+/// the peer's FIN needs (`Connection::note_closed_first`). If we close first, FIN_WAIT1
+/// until the peer acknowledges our FIN, FIN_WAIT2 after it, until the peer's own FIN; if
+/// the peer closed first (CLOSE_WAIT), LAST_ACK until it acknowledges ours, then CLOSE
+/// (`tcp_rcv_state_process`, net/ipv4/tcp_input.c). The state is read after the call
+/// returns, and the two cases differ on loopback: a peer that has closed (FIN_WAIT2)
+/// acknowledges our FIN at once (`tcp_fin` → `tcp_send_ack`), so LAST_ACK has usually
+/// become CLOSE already; a peer still open (ESTABLISHED) enters CLOSE_WAIT and delays its
+/// ACK, in the hope of sending it with data (`inet_csk_enter_pingpong_mode`), so we are
+/// still in FIN_WAIT1.
+fn trace_shutdown(conn: &mut Connection) {
     let fd = conn.stream().as_fd();
-    let meaning = match tcp_info::state(fd) {
-        Ok(TcpState::FinWait1) => "we close first, waiting for the peer's ACK;",
-        Ok(TcpState::FinWait2) => "we close first, acknowledged already; the peer's FIN next;",
-        Ok(TcpState::LastAck) => "after the peer's, waiting for its ACK;",
-        Ok(TcpState::Close) => "after the peer's, acknowledged already: done at our end;",
-        _ => "",
+    let (meaning, we_closed_first) = match tcp_info::state(fd) {
+        Ok(TcpState::FinWait1) => ("we close first, waiting for the peer's ACK;", Some(true)),
+        Ok(TcpState::FinWait2) => (
+            "we close first, acknowledged already; the peer's FIN next;",
+            Some(true),
+        ),
+        Ok(TcpState::LastAck) => ("after the peer's, waiting for its ACK;", Some(false)),
+        Ok(TcpState::Close) => (
+            "after the peer's, acknowledged already: done at our end;",
+            Some(false),
+        ),
+        _ => ("", None),
     };
     trace!(
         "{}: shutdown(SHUT_WR) → FIN sent ({meaning} {})",
         conn.peer(),
         Kernel(fd)
     );
+    if let Some(we_did) = we_closed_first {
+        conn.note_closed_first(we_did);
+    }
 }
 
 /// `write(2)` `bytes` until all of it is written or the kernel says EAGAIN; returns how

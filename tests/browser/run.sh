@@ -9,7 +9,9 @@ root="$(cd "$here/../.." && pwd)"
 
 if [ -z "${SOCKLOOP_BIN:-}" ]; then
     cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-    export SOCKLOOP_BIN="${CARGO_TARGET_DIR:-$root/target}/release/sockloop"
+    # Absolute, before the cd below: cargo reads a relative CARGO_TARGET_DIR from here.
+    SOCKLOOP_BIN="$(realpath -m "${CARGO_TARGET_DIR:-$root/target}")/release/sockloop"
+    export SOCKLOOP_BIN
 fi
 
 cd "$here"
