@@ -16,8 +16,8 @@
 //! (`tcp_done`). So `TCP_INFO` on our still-open descriptor says CLOSE, while `ss` and
 //! `/proc/net/tcp` show the same 4-tuple in TIME_WAIT. The tests below show it.
 //!
-//! rustix (1.1) wraps FIONREAD but neither TCP_INFO nor SIOCOUTQ, so these three calls go
-//! through libc, each in one small `unsafe` block.
+//! rustix (1.1) wraps FIONREAD, which is SIOCINQ, but neither TCP_INFO nor SIOCOUTQ, so
+//! those two go through libc, each in one small `unsafe` block.
 
 use std::fmt;
 use std::io;
@@ -232,7 +232,8 @@ fn tcp_info(fd: BorrowedFd) -> io::Result<libc::tcp_info> {
 /// `ioctl(SIOCINQ)`: bytes received and not yet read. Linux's `SIOCINQ` is `FIONREAD`
 /// (include/uapi/linux/sockios.h).
 pub fn unread_bytes(socket: impl AsFd) -> io::Result<u32> {
-    int_ioctl(socket.as_fd(), libc::FIONREAD)
+    let unread = rustix::io::ioctl_fionread(socket)?;
+    Ok(u32::try_from(unread).unwrap_or(u32::MAX))
 }
 
 /// `ioctl(SIOCOUTQ)`: bytes written and not yet acknowledged. Linux's `SIOCOUTQ` is
@@ -241,10 +242,10 @@ pub fn unacknowledged_bytes(socket: impl AsFd) -> io::Result<u32> {
     int_ioctl(socket.as_fd(), libc::TIOCOUTQ)
 }
 
-/// An ioctl that writes one `int` through its pointer argument.
+/// An ioctl that writes one `int` through its pointer argument (SIOCOUTQ's kind).
 fn int_ioctl(fd: BorrowedFd, request: libc::Ioctl) -> io::Result<u32> {
     let mut value: libc::c_int = 0;
-    // SAFETY: `fd` is borrowed for the call; both requests used here make the kernel write
+    // SAFETY: `fd` is borrowed for the call; the request used here makes the kernel write
     // one int (`sk_ioctl` copies `sizeof(int)` to the pointer), and `value` is one.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut value as *mut libc::c_int) };
     if rc != 0 {
