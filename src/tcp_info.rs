@@ -164,7 +164,17 @@ pub struct Kernel<'a>(pub BorrowedFd<'a>);
 
 impl fmt::Display for Kernel<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match snapshot(self.0) {
+        Taken(&snapshot(self.0)).fmt(f)
+    }
+}
+
+/// A snapshot already taken, or why it could not be, shown as `Kernel` shows one: for a
+/// trace line that also reads the state, so that both come from the same moment.
+pub struct Taken<'a>(pub &'a io::Result<Snapshot>);
+
+impl fmt::Display for Taken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0 {
             Ok(snapshot) => snapshot.fmt(f),
             Err(e) => write!(f, "kernel: ? ({e})"),
         }

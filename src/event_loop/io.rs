@@ -25,7 +25,6 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow::{self, Break, Continue};
-use std::os::fd::AsFd;
 
 use log::{log_enabled, trace, warn, Level};
 use mio::net::TcpStream;
@@ -37,7 +36,7 @@ use crate::connection::{Connection, Phase};
 use crate::scratch::{Scratch, READ_BUFFER_SIZE};
 use crate::splice::PipeError;
 use crate::stats::Stats;
-use crate::tcp_info::{self, Kernel, TcpState};
+use crate::tcp_info::{self, Taken, TcpState};
 
 /// Reads one connection may make before the others get a turn: 16 × 128 KiB = 2 MiB. A
 /// peer that sends as fast as we answer would otherwise keep us here for ever, and every
@@ -375,26 +374,27 @@ fn send_owed_until_blocked(
 /// net/ipv4/). So CLOSE alone does not say who was first: the state our FIN left us in
 /// does (`trace_shutdown`).
 fn trace_fin(conn: &Connection, call: &str) {
-    let fd = conn.stream().as_fd();
-    let meaning = match (tcp_info::state(fd), conn.closed_first()) {
-        (Ok(TcpState::CloseWait), _) => "the peer closed first;",
-        (Ok(TcpState::LastAck), _) => {
+    let taken = tcp_info::snapshot(conn.stream());
+    let state = taken.as_ref().ok().map(|snapshot| snapshot.state);
+    let meaning = match (state, conn.closed_first()) {
+        (Some(TcpState::CloseWait), _) => "the peer closed first;",
+        (Some(TcpState::LastAck), _) => {
             "the peer closed first, read after our FIN left: TIME_WAIT at the peer;"
         }
-        (Ok(TcpState::Close), Some(false)) => {
+        (Some(TcpState::Close), Some(false)) => {
             "the peer closed first, read after both FINs were acknowledged: TIME_WAIT at \
              the peer;"
         }
-        (Ok(TcpState::Close), _) => {
+        (Some(TcpState::Close), _) => {
             "after ours: the 4-tuple is in TIME_WAIT, see ss; this socket's"
         }
-        (Ok(TcpState::Closing), _) => "crossing ours: a simultaneous close;",
+        (Some(TcpState::Closing), _) => "crossing ours: a simultaneous close;",
         _ => "",
     };
     trace!(
         "{}: {call} → 0 (FIN, {meaning} {})",
         conn.peer(),
-        Kernel(fd)
+        Taken(&taken)
     );
 }
 
@@ -409,8 +409,8 @@ fn trace_fin(conn: &Connection, call: &str) {
 /// ACK, in the hope of sending it with data (`inet_csk_enter_pingpong_mode`), so we are
 /// still in FIN_WAIT1.
 fn trace_shutdown(conn: &mut Connection) {
-    let fd = conn.stream().as_fd();
-    let (meaning, we_closed_first) = match tcp_info::state(fd) {
+    let taken = tcp_info::snapshot(conn.stream());
+    let (meaning, we_closed_first) = match taken.as_ref().map(|snapshot| snapshot.state) {
         Ok(TcpState::FinWait1) => ("we close first, waiting for the peer's ACK;", Some(true)),
         Ok(TcpState::FinWait2) => (
             "we close first, acknowledged already; the peer's FIN next;",
@@ -426,7 +426,7 @@ fn trace_shutdown(conn: &mut Connection) {
     trace!(
         "{}: shutdown(SHUT_WR) → FIN sent ({meaning} {})",
         conn.peer(),
-        Kernel(fd)
+        Taken(&taken)
     );
     if let Some(we_did) = we_closed_first {
         conn.note_closed_first(we_did);
