@@ -383,21 +383,8 @@ fn expected_answer(request: &framer::Request) -> Answer {
     }
 }
 
-/// Cut `bytes` at the given points (each taken modulo the length).
-fn cut<'a>(bytes: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
-    points.sort_unstable();
-    let mut reads = Vec::new();
-    let mut start = 0;
-    for point in points.into_iter().chain([bytes.len()]) {
-        reads.push(&bytes[start..point]);
-        start = point;
-    }
-    reads
-}
-
 fn serve(conversation: &Conversation) -> Transcript {
-    let reads = cut(&conversation.stream, &conversation.cuts);
+    let reads = feed::cut(&conversation.stream, &conversation.cuts);
     feed::serve_with_budget(Mode::Http, &reads, conversation.out_budget)
 }
 

@@ -85,19 +85,6 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|(requests, last)| [requests.concat(), last].concat())
 }
 
-/// Cut `bytes` at the given points (each taken modulo the length).
-fn cut<'a>(bytes: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
-    points.sort_unstable();
-    let mut reads = Vec::new();
-    let mut start = 0;
-    for point in points.into_iter().chain([bytes.len()]) {
-        reads.push(&bytes[start..point]);
-        start = point;
-    }
-    reads
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -109,7 +96,7 @@ proptest! {
     ) {
         let whole = serve(&[&stream]);
         prop_assert!(whole.requests >= 1);
-        let reads = cut(&stream, &points);
+        let reads = feed::cut(&stream, &points);
         prop_assert_eq!(&serve(&reads), &whole);
         prop_assert_eq!(&serve_paced(&reads, out_budget), &whole);
     }

@@ -9,6 +9,19 @@ use sockloop::protocol::responses::{Responses, DEFAULT_BODY, DEFAULT_CONTENT_TYP
 use sockloop::protocol::{Context, Mode, Next, Session};
 use sockloop::stats::Stats;
 
+/// Cut `bytes` into reads at the given points (each taken modulo the length).
+pub fn cut<'a>(bytes: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
+    points.sort_unstable();
+    let mut reads = Vec::new();
+    let mut start = 0;
+    for point in points.into_iter().chain([bytes.len()]) {
+        reads.push(&bytes[start..point]);
+        start = point;
+    }
+    reads
+}
+
 /// Everything a connection produced.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Transcript {
