@@ -268,32 +268,35 @@ fn key_of_token(line: &str) -> Option<usize> {
 fn an_event_for_a_closed_connection_is_not_delivered_to_the_one_that_took_its_slot() {
     let mut server = start_logging(&["--mode", "ws", "--threads", "2"], "trace");
     wait_for_both_listeners(&server);
-    // Clients until loop 1 has a speaker and loop 0 a client to reset.
-    let (mut speaker, mut doomed, mut others) = (None, None, Vec::new());
-    while speaker.is_none() || doomed.is_none() {
-        assert!(others.len() < 64, "64 clients and not one on each loop");
+    // Clients until loop 1 has a speaker and a listener, and loop 0 a client to reset.
+    let (mut speaker, mut listener, mut doomed, mut others) = (None, None, None, Vec::new());
+    while speaker.is_none() || listener.is_none() || doomed.is_none() {
+        assert!(others.len() < 64, "64 clients and not one of each");
         let client = ws_connect(&server);
         let peer = client.get_ref().local_addr().unwrap();
         let (key, id) = wait_accepted_by(&mut server, peer, LONG)
             .unwrap_or_else(|| panic!("no accept line for {peer}: {:#?}", server.log));
         match id {
             1 if speaker.is_none() => speaker = Some(client),
+            1 if listener.is_none() => listener = Some(client),
             0 if doomed.is_none() => doomed = Some((client, key)),
             _ => others.push(client),
         }
     }
     let mut speaker = speaker.unwrap();
+    let mut listener = listener.unwrap();
     let (doomed, doomed_key) = doomed.unwrap();
     // Let loop 0 finish with every handshake and greeting before it is held.
     thread::sleep(Duration::from_millis(200));
     let loop_0 = pause::thread_named(server.child.id(), "loop-0").expect("loop-0");
     let paused = Paused::thread(loop_0).expect("ptrace(2) loop 0's thread");
 
-    // 1. The speaker hears its own message back once loop 1 has broadcast it, which it
-    // posts to the other loops' inboxes first.
+    // 1. Another client of loop 1 hears the message once loop 1 has broadcast it, which it
+    // posts to the other loops' inboxes first (`EventLoop::broadcast`). Not the speaker:
+    // it hears its own copy at once, before the round ends and the post is made.
     speaker.send(Message::text("generation probe")).unwrap();
     loop {
-        match speaker.read().expect("the broadcast") {
+        match listener.read().expect("the broadcast") {
             Message::Text(text) if text.as_str().contains("generation probe") => break,
             _ => continue,
         }
@@ -377,5 +380,5 @@ fn an_event_for_a_closed_connection_is_not_delivered_to_the_one_that_took_its_sl
         "R closed (line {r_closed}), its slot reused (line {reused}), then R's event \
          (line {stale}) in one batch: {log:#?}"
     );
-    drop((others, bystanders));
+    drop((speaker, others, bystanders));
 }
